@@ -1,0 +1,211 @@
+"""DataModules for 28x28 greyscale image datasets stored as IDX files (MNIST)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import DataError, VAEUserError
+from .download import Resource, locate_or_download
+from .idx import read_idx
+
+BINARIZATIONS = ("dynamic", "static", "none")
+
+
+class ImageTensorDataset(Dataset):
+    """Images [N, C, H, W] uint8 and labels [N] held in memory.
+
+    ``__getitems__`` hands the DataLoader a whole batch by one index operation
+    instead of N per-example calls and a collate.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        assert len(images) == len(labels)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+def _batch_as_is(batch):
+    """collate_fn for datasets whose __getitems__ already returns a batch."""
+    return batch
+
+
+def default_data_dir() -> str:
+    """$VAE_DATA_DIR when set, else ./data."""
+    return os.environ.get("VAE_DATA_DIR") or "data"
+
+
+class IDXImageDataModule(L.LightningDataModule):
+    """Train/validation/test splits of an IDX image dataset, binarised for a Bernoulli decoder.
+
+    Batches are ``(x, y)``: x float [B, 1, 28, 28] on the training device, y int64 [B].
+
+    binarize:
+      ``dynamic`` - training images are drawn afresh as Bernoulli(intensity) every time
+                   they are seen (the standard for likelihood numbers); validation and
+                   test images are drawn once with ``split_seed``, so evaluation is
+                   repeatable.
+      ``static``  - every image drawn once with ``split_seed``.
+      ``none``    - intensities in [0, 1], for Gaussian-type decoders.
+
+    The validation split is ``val_size`` images of the training file, picked with
+    ``split_seed``; the test file is the test split.
+    """
+
+    #: Set by subclasses.
+    name: str = ""
+    mirrors: tuple[str, ...] = ()
+    resources: dict[str, Resource] = {}
+    input_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_size: int = 5000,
+        binarize: str = "dynamic",
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        download: bool = True,
+    ):
+        super().__init__()
+        if binarize not in BINARIZATIONS:
+            raise VAEUserError(f"data.binarize={binarize!r} is not known: choose one of {list(BINARIZATIONS)}.")
+        self.data_dir = Path(data_dir if data_dir not in (None, "") else default_data_dir()).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_size = val_size
+        self.binarize = binarize
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.download = download
+        self.train_set = self.val_set = self.test_set = None
+
+    # -- files -------------------------------------------------------------------------
+    @property
+    def raw_folder(self) -> Path:
+        """Where downloads go: <data_dir>/<NAME>/raw, the layout torchvision uses too."""
+        return self.data_dir / self.name / "raw"
+
+    def _files(self, allow_download: bool) -> dict[str, Path]:
+        folders = [self.raw_folder, self.data_dir / self.name, self.data_dir]
+        found = locate_or_download(
+            list(self.resources.values()), folders, self.raw_folder, self.mirrors, allow_download, self.name
+        )
+        return {key: found[r.filename] for key, r in self.resources.items()}
+
+    def prepare_data(self) -> None:
+        """Download what is missing (called on one process only)."""
+        self._files(allow_download=self.download)
+
+    # -- splits ------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        files = self._files(allow_download=False)
+        images, labels = self._read_pair(files["train_images"], files["train_labels"])
+        test_images, test_labels = self._read_pair(files["test_images"], files["test_labels"])
+        if not 0 < self.val_size < len(images):
+            raise VAEUserError(f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
+                               f"(the training file has {len(images)} images).")
+        generator = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(len(images), generator=generator)
+        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        train_images, val_images = images[train_idx], images[val_idx]
+        if self.binarize in ("dynamic", "static"):
+            # Fixed draws are stored as 0/255 so every split is read the same way.
+            val_images = self._fixed_draw(val_images, generator)
+            test_images = self._fixed_draw(test_images, generator)
+            if self.binarize == "static":
+                train_images = self._fixed_draw(train_images, generator)
+        self.train_set = ImageTensorDataset(train_images, labels[train_idx])
+        self.val_set = ImageTensorDataset(val_images, labels[val_idx])
+        self.test_set = ImageTensorDataset(test_images, test_labels)
+
+    def _read_pair(self, images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [N, 1, H, W] uint8 and labels [N] int64, checked to be what they claim."""
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.dim() != 3 or tuple(images.shape[1:]) != self.input_shape[1:] or images.dtype != torch.uint8:
+            raise DataError(f"{images_path} holds {images.dtype} data of shape {list(images.shape)}, not "
+                            f"{self.name} images (uint8, N x {self.input_shape[1]} x {self.input_shape[2]}). "
+                            f"Replace it with the original file.")
+        if labels.dim() != 1 or labels.dtype != torch.uint8:
+            raise DataError(f"{labels_path} holds {labels.dtype} data of shape {list(labels.shape)}, not "
+                            f"{self.name} labels (uint8, N). Replace it with the original file.")
+        if len(images) != len(labels):
+            raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} "
+                            f"labels. One of them is from another dataset or split.")
+        return images.unsqueeze(1), labels.long()
+
+    @staticmethod
+    def _fixed_draw(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        draw = torch.bernoulli(images.float() / 255.0, generator=generator)
+        return (draw * 255).to(torch.uint8)
+
+    # -- loaders -----------------------------------------------------------------------
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("setup() has not run: call datamodule.setup() first.")
+        if self.num_workers == 0:
+            # The data is in memory and batches come by slicing: workers would only add copies.
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=_batch_as_is,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 -> float in [0, 1] on the device; the dynamic Bernoulli draw for training batches."""
+        x, y = batch
+        x = x.float() / 255.0
+        if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
+            x = torch.bernoulli(x)
+        return x, y
+
+
+class MNISTDataModule(IDXImageDataModule):
+    """MNIST (LeCun, Cortes and Burges; CC BY-SA 3.0): 60k training and 10k test digits."""
+
+    name = "MNIST"
+    mirrors = (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    )
+    resources = {
+        "train_images": Resource("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        "train_labels": Resource("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+        "test_images": Resource("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        "test_labels": Resource("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    }

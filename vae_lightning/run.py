@@ -1,0 +1,96 @@
+"""Build everything a run needs from the composed config, train, test, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import VAEUserError
+
+log = logging.getLogger(__name__)
+
+
+def instantiate(cfg: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with our own errors passed through unwrapped.
+
+    Hydra wraps whatever a constructor raises; a VAEUserError already says what
+    to fix, so it should reach the user as it is.
+    """
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, VAEUserError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate each entry of a group such as ``callbacks`` or ``logger`` (null entries skipped)."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, validate and test one model as the config says; return the final metrics.
+
+    Returns the test metrics of the best checkpoint (by val/elbo) and the best
+    ``val/elbo``, as plain floats.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model, input_shape=list(datamodule.input_shape))
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    metrics: dict[str, float] = {}
+    if cfg.get("test", True):
+        # The best checkpoint by val/elbo when there is one, else the weights as they are.
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
+        metrics["val/elbo_best"] = float(checkpoint.best_model_score)
+    metrics["epochs"] = trainer.current_epoch
+    metrics["steps"] = trainer.global_step
+
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": best, **metrics}, indent=2) + "\n")
+        summary = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+        log.info(f"Final test metrics (nats per example, best checkpoint {best or 'none'}): {summary}")
+        print(f"test metrics: {summary}")
+    for logger in trainer.loggers:
+        logger.finalize("success")
+    _finish_wandb()
+    return metrics
+
+
+def _finish_wandb() -> None:
+    """Close the wandb run (if any) so a multirun's next job starts a new one."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
