@@ -1,0 +1,58 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vae_lightning.data import write_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data"
+
+
+def real_mnist_dir() -> Path | None:
+    """A directory holding MNIST/raw with the four real files, if this machine has one."""
+    for candidate in (os.environ.get("VAE_DATA_DIR"), SHARED_MNIST):
+        if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
+            files = list((Path(candidate) / "MNIST" / "raw").glob("*idx*"))
+            if len(files) >= 4:
+                return Path(candidate)
+    return None
+
+
+def make_fake_mnist(root: Path, num_train: int = 600, num_test: int = 200, seed: int = 0) -> Path:
+    """Write small MNIST-shaped IDX files (gzipped) under root/MNIST/raw: blobs of ink on black."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+
+    def images(n):
+        # A bright square at a random place per image, plus noise: something a VAE can learn.
+        out = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+        for i, (r, c) in enumerate(rng.integers(2, 18, size=(n, 2))):
+            out[i, r : r + 8, c : c + 8] = 255
+        return out
+
+    write_idx(raw / "train-images-idx3-ubyte.gz", images(num_train))
+    write_idx(raw / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, size=num_train, dtype=np.uint8))
+    write_idx(raw / "t10k-images-idx3-ubyte.gz", images(num_test))
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, size=num_test, dtype=np.uint8))
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_mnist(tmp_path_factory) -> Path:
+    return make_fake_mnist(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def train_env(monkeypatch) -> dict[str, str]:
+    """Environment for a train.py subprocess: offline wandb, no user settings leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="1")
+    env.pop("VAE_DATA_DIR", None)
+    return env
+
+
+PYTHON = sys.executable

@@ -1,0 +1,207 @@
+"""The ELBO against exact answers: the linear Gaussian model, torch.distributions, Monte Carlo."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli as TorchBernoulli
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+from linear_gaussian import LinearGaussian
+from vae_lightning.likelihoods import Bernoulli, Gaussian, make_likelihood
+from vae_lightning.objective import (
+    elbo_terms,
+    gaussian_kl,
+    log_importance_weights,
+    reparameterize,
+)
+
+torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# -- likelihoods ---------------------------------------------------------------------------
+
+def test_bernoulli_matches_torch_distributions_and_sums_over_pixels():
+    x = torch.bernoulli(torch.full((4, 1, 5, 5), 0.3))
+    logits = torch.randn(3, 4, 1, 5, 5) * 4  # K=3 samples of the parameters
+    ours = Bernoulli().log_prob(x, logits, event_dim=3)
+    ref = Independent(TorchBernoulli(logits=logits), 3).log_prob(x.expand_as(logits))
+    assert ours.shape == (3, 4)
+    torch.testing.assert_close(ours, ref)
+
+
+def test_bernoulli_is_finite_for_extreme_logits():
+    x = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    logits = torch.tensor([[-200.0, 200.0, 200.0, -200.0]])  # sigmoid is exactly 0 or 1 here
+    log_p = Bernoulli().log_prob(x, logits, event_dim=1)
+    # The two wrong pixels cost 200 nats each; the two right ones ~0.
+    torch.testing.assert_close(log_p, torch.tensor([-400.0]))
+
+
+@pytest.mark.parametrize("sigma", [0.1, 1.0, 3.0])
+def test_gaussian_matches_torch_distributions_with_normaliser(sigma):
+    x = torch.rand(4, 1, 5, 5)
+    mean = torch.rand(2, 4, 1, 5, 5)
+    ours = Gaussian(sigma).log_prob(x, mean, event_dim=3)
+    ref = Independent(Normal(mean, sigma), 3).log_prob(x.expand_as(mean))
+    torch.testing.assert_close(ours, ref)
+
+
+def test_gaussian_at_its_mean_is_the_normaliser_alone():
+    # Where x = mu the squared error vanishes: log p = -D/2 log(2 pi sigma^2), positive for small sigma.
+    x = torch.rand(2, 10)
+    log_p = Gaussian(0.1).log_prob(x, x, event_dim=1)
+    torch.testing.assert_close(log_p, torch.full((2,), -5 * math.log(2 * math.pi * 0.01)))
+    assert (log_p > 0).all()
+
+
+def test_unknown_likelihood_and_bad_sigma_are_clear_errors():
+    with pytest.raises(ValueError, match="Unknown likelihood 'poisson'.*bernoulli.*gaussian"):
+        make_likelihood("poisson")
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        Gaussian(0.0)
+
+
+# -- KL ------------------------------------------------------------------------------------
+
+def test_analytic_kl_matches_torch_distributions():
+    mu, logvar = torch.randn(5, 7), torch.randn(5, 7)
+    q = Independent(Normal(mu, (0.5 * logvar).exp()), 1)
+    p = Independent(Normal(torch.zeros(7), torch.ones(7)), 1)
+    torch.testing.assert_close(gaussian_kl(mu, logvar), kl_divergence(q, p))
+
+
+def test_analytic_kl_matches_monte_carlo():
+    mu, logvar = torch.randn(3, 4), torch.randn(3, 4) * 0.5
+    z = reparameterize(mu, logvar, 400_000)  # [K, B, D]
+    q = Normal(mu, (0.5 * logvar).exp())
+    log_ratio = (q.log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(-1)  # [K, B]
+    mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(z.shape[0])
+    assert ((mc - gaussian_kl(mu, logvar)).abs() < 4 * se).all()
+
+
+def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
+    assert gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)).abs().max() == 0
+    assert (gaussian_kl(torch.randn(100, 3), torch.randn(100, 3)) > 0).all()
+
+
+# -- the linear Gaussian model: exact ELBO -------------------------------------------------
+
+def _exact_encoder(model: LinearGaussian, x):
+    mean, cov = model.posterior(x)
+    return mean, torch.log(torch.diagonal(cov)).expand_as(mean).clone()
+
+
+def test_exact_posterior_is_diagonal_for_orthogonal_W():
+    model = LinearGaussian.make(orthogonal=True)
+    _, cov = model.posterior(model.sample_x(2))
+    torch.testing.assert_close(cov, torch.diag(torch.diagonal(cov)))
+
+
+@pytest.mark.parametrize("num_samples", [1, 5, 100])
+def test_log_weights_equal_log_px_for_every_sample_at_the_exact_posterior(num_samples):
+    model = LinearGaussian.make()
+    x = model.sample_x(8)
+    mu, logvar = _exact_encoder(model, x)
+    z = reparameterize(mu, logvar, num_samples)
+    log_w = log_importance_weights(x, z, mu, logvar, model.decode, Gaussian(model.s))  # [K, B]
+    torch.testing.assert_close(log_w, model.log_px(x).expand_as(log_w), atol=1e-10, rtol=0)
+
+
+def test_closed_form_elbo_equals_log_px_at_the_exact_posterior_and_is_lower_elsewhere():
+    model = LinearGaussian.make()
+    x = model.sample_x(8)
+    mu, logvar = _exact_encoder(model, x)
+    elbo = model.expected_log_px_given_z(x, mu, logvar) - gaussian_kl(mu, logvar)
+    torch.testing.assert_close(elbo, model.log_px(x), atol=1e-10, rtol=0)
+
+    for d_mu, d_logvar in [(0.3, 0.0), (0.0, 0.5), (-0.2, -0.7)]:
+        mu2, logvar2 = mu + d_mu, logvar + d_logvar
+        elbo2 = model.expected_log_px_given_z(x, mu2, logvar2) - gaussian_kl(mu2, logvar2)
+        # The gap is exactly KL(q || p(z|x)).
+        post_mean, post_cov = model.posterior(x)
+        q = Independent(Normal(mu2, (0.5 * logvar2).exp()), 1)
+        gap = kl_divergence(q, Independent(Normal(post_mean, torch.diagonal(post_cov).sqrt()), 1))
+        assert (elbo2 < model.log_px(x)).all()
+        torch.testing.assert_close(model.log_px(x) - elbo2, gap, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("num_samples", [1, 10])
+def test_mc_elbo_is_unbiased_for_the_closed_form(num_samples):
+    """Many independent K-sample estimates average to the exact ELBO (within 4 standard errors)."""
+    model = LinearGaussian.make()
+    x = model.sample_x(4)
+    mu, logvar = _exact_encoder(model, x)
+    mu, logvar = mu + 0.2, logvar - 0.3  # a q that is not the posterior, so the ELBO < log p(x)
+    exact = model.expected_log_px_given_z(x, mu, logvar) - gaussian_kl(mu, logvar)
+    reps = 20_000
+    estimates = elbo_terms(
+        x.repeat(reps, 1), mu.repeat(reps, 1), logvar.repeat(reps, 1), model.decode, Gaussian(model.s), num_samples
+    ).elbo.view(reps, -1)  # [reps, B]
+    se = estimates.std(0) / math.sqrt(reps)
+    assert ((estimates.mean(0) - exact).abs() < 4 * se).all()
+    assert (exact < model.log_px(x)).all()
+
+
+def test_mc_elbo_variance_falls_as_one_over_k():
+    model = LinearGaussian.make()
+    x = model.sample_x(3)
+    mu, logvar = _exact_encoder(model, x)
+    reps = 20_000
+
+    def variance(k):
+        est = elbo_terms(x.repeat(reps, 1), mu.repeat(reps, 1), logvar.repeat(reps, 1),
+                         model.decode, Gaussian(model.s), k).elbo.view(reps, -1)
+        return est.var(0)
+
+    v1, v10, v100 = variance(1), variance(10), variance(100)
+    assert (v1 > 0).all()
+    # Independent samples: Var(K-sample mean) = Var(1 sample) / K (sampling error ~2% here).
+    torch.testing.assert_close(v10 / v1, torch.full_like(v1, 0.1), rtol=0.1, atol=0)
+    torch.testing.assert_close(v100 / v1, torch.full_like(v1, 0.01), rtol=0.1, atol=0)
+
+
+def test_non_orthogonal_W_best_diagonal_q_stays_below_log_px_by_the_kl_to_the_full_posterior():
+    model = LinearGaussian.make(orthogonal=False)
+    x = model.sample_x(5)
+    post_mean, post_cov = model.posterior(x)
+    # The diagonal q closest in KL(q || p): the posterior mean, variances 1 / diag(precision).
+    logvar = -torch.log(torch.diagonal(torch.linalg.inv(post_cov))).expand_as(post_mean)
+    elbo = model.expected_log_px_given_z(x, post_mean, logvar) - gaussian_kl(post_mean, logvar)
+    gap = kl_divergence(
+        MultivariateNormal(post_mean, torch.diag_embed(logvar.exp())), MultivariateNormal(post_mean, post_cov)
+    )
+    assert (gap > 1e-3).all()
+    torch.testing.assert_close(model.log_px(x) - elbo, gap, atol=1e-10, rtol=0)
+
+
+def test_beta_weights_the_kl_in_the_loss_only():
+    model = LinearGaussian.make()
+    x = model.sample_x(4)
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    torch.manual_seed(1)
+    t1 = elbo_terms(x, mu, logvar, model.decode, Gaussian(model.s), 3, beta=1.0)
+    torch.manual_seed(1)
+    t4 = elbo_terms(x, mu, logvar, model.decode, Gaussian(model.s), 3, beta=4.0)
+    torch.testing.assert_close(t1.elbo, t4.elbo)
+    torch.testing.assert_close(t1.loss, -t1.elbo)
+    torch.testing.assert_close(t4.loss, t4.recon + 4.0 * t4.kl)
+    torch.testing.assert_close(t1.elbo, -(t1.recon + t1.kl))
+
+
+def test_num_samples_below_one_is_rejected():
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        elbo_terms(torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1, 1), lambda z: z, Gaussian(), 0)
+
+
+def test_gradients_flow_through_the_reparameterisation():
+    mu = torch.zeros(2, 3, requires_grad=True)
+    logvar = torch.zeros(2, 3, requires_grad=True)
+    x = torch.ones(2, 3)
+    elbo_terms(x, mu, logvar, lambda z: z, Gaussian(), 4).loss.sum().backward()
+    assert mu.grad.abs().sum() > 0 and logvar.grad.abs().sum() > 0

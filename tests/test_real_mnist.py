@@ -1,0 +1,28 @@
+"""A short training on the real MNIST, when this machine has a copy (VAE_DATA_DIR or ../shared/data)."""
+
+import lightning as L
+import pytest
+
+from conftest import real_mnist_dir
+from vae_lightning import VAE
+from vae_lightning.data import MNISTDataModule
+
+DATA = real_mnist_dir()
+
+
+@pytest.mark.skipif(DATA is None, reason="no local copy of MNIST (set VAE_DATA_DIR to a folder holding MNIST/raw)")
+def test_real_mnist_validation_elbo_rises(tmp_path):
+    L.seed_everything(0, verbose=False)
+    dm = MNISTDataModule(data_dir=DATA, batch_size=128, eval_batch_size=1000, download=False)
+    model = VAE()
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=300, limit_val_batches=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    (before,) = trainer.validate(model, dm, verbose=False)
+    trainer.fit(model, dm)
+    (after,) = trainer.validate(model, dm, verbose=False)
+    assert len(dm.train_set) == 55_000 and len(dm.val_set) == 5_000 and len(dm.test_set) == 10_000
+    # An untrained decoder costs ~543 nats (784 log 2); 300 steps bring the bound above -180 (about -165).
+    assert before["val/elbo"] < -500
+    assert after["val/elbo"] > -180
+    assert after["val/kl"] > 5  # the latent code is in use
