@@ -16,12 +16,15 @@ from vae_lightning.objective import (
     reparameterize,
 )
 
-torch.set_default_dtype(torch.float64)
-
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _float64_and_seed():
+    """Exact comparisons need float64; restore the default for the other test files."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
 
 
 # -- likelihoods ---------------------------------------------------------------------------

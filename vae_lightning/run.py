@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import VAEUserError
 
 log = logging.getLogger(__name__)
+
+# Noise that says nothing about the run: a deprecation inside Lightning's pytree helper
+# under recent PyTorch, and an advertisement for another logging service.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,43 @@
+"""Callbacks of our own (the rest come from Lightning)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+
+log = logging.getLogger("vae_lightning")
+
+
+class EpochSummary(L.Callback):
+    """One log line per epoch with the bound's terms and the epoch's wall time.
+
+    The rich progress bar only draws on a terminal; this line also reaches log
+    files, batch jobs and the run's ``train.log``.
+    """
+
+    KEYS = ("val/elbo", "val/recon", "val/kl", "train/elbo")
+
+    def __init__(self) -> None:
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._start  # training and this epoch's validation
+        metrics = trainer.callback_metrics
+        values = "  ".join(f"{k}={float(metrics[k]):.2f}" for k in self.KEYS if k in metrics)
+        if trainer.is_global_zero:
+            log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {values}  ({seconds:.1f} s)")
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar without the logger's version number (``v_num``)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
