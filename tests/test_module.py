@@ -38,6 +38,7 @@ def test_gaussian_likelihood_is_built_with_its_sigma():
     ({"latent_dim": 0}, "model.latent_dim"),
     ({"lr": 0.0}, "model.lr"),
     ({"likelihood": "poisson"}, "model.likelihood"),
+    ({"lr_schedule": "step"}, "model.lr_schedule"),
 ])
 def test_bad_hyperparameters_name_the_config_key(kwargs, key):
     with pytest.raises(VAEUserError, match=key.replace(".", r"\.")):
@@ -58,3 +59,18 @@ def test_checkpoint_round_trip_without_the_config(fake_mnist, tmp_path):
     # Logged names are the public contract.
     assert {"train/recon", "train/kl", "train/elbo", "train/loss", "train/beta",
             "val/recon", "val/kl", "val/elbo"} <= set(trainer.logged_metrics)
+
+
+def test_integer_images_are_refused_with_what_to_do():
+    with pytest.raises(TypeError, match=r"float images in \[0, 1\], got torch.uint8.*x / 255"):
+        VAE(hidden_dims=[8], latent_dim=2)(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(fake_mnist, tmp_path):
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
+    model = VAE(latent_dim=2, hidden_dims=[8], lr=0.01, lr_schedule="cosine")
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 10
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -12,7 +12,7 @@ from .likelihoods import make_likelihood
 from .nets import MLPDecoder, MLPEncoder
 from .objective import ElboTerms, elbo_terms
 
-SPLITS = ("train", "val", "test")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class VAE(L.LightningModule):
@@ -40,6 +40,7 @@ class VAE(L.LightningModule):
         num_samples: int = 1,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
     ):
         super().__init__()
         # The run's full config is logged by the entry point; this only stores what
@@ -53,6 +54,8 @@ class VAE(L.LightningModule):
             raise VAEUserError(f"objective.num_samples={num_samples} must be >= 1.")
         if not lr > 0:
             raise VAEUserError(f"model.lr={lr} must be > 0.")
+        if lr_schedule not in LR_SCHEDULES:
+            raise VAEUserError(f"model.lr_schedule={lr_schedule!r} is not known: choose one of {list(LR_SCHEDULES)}.")
         self.input_shape = tuple(input_shape)
         hidden_dims = list(hidden_dims)
         self.encoder = MLPEncoder(self.input_shape, hidden_dims, latent_dim, activation)
@@ -68,7 +71,10 @@ class VAE(L.LightningModule):
 
     # -- the model ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> ElboTerms:
-        """Per-example terms of the bound for a batch x [B, *input_shape]."""
+        """Per-example terms of the bound for a batch x [B, *input_shape] of floats in [0, 1]."""
+        if not x.is_floating_point():
+            raise TypeError(f"VAE expects float images in [0, 1], got {x.dtype}: scale them (x / 255) and "
+                            f"binarise them first, as the DataModules of vae_lightning.data do.")
         mu, logvar = self.encoder(x)
         return elbo_terms(x, mu, logvar, self.decoder, self.likelihood, self.num_samples, self.beta)
 
@@ -116,4 +122,9 @@ class VAE(L.LightningModule):
         self._shared_step(batch, "test")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # cosine: from lr down to 0 over the whole run, stepped every optimiser step.
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
