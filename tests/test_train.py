@@ -1,6 +1,7 @@
 """train.py end to end, with the real configs composed, on small MNIST-shaped files."""
 
 import csv
+import os
 import json
 import math
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import PYTHON, ROOT
+from vae_lightning.run import model_kwargs
 
 QUICK = ["trainer.max_epochs=2", "data.val_size=100", "data.batch_size=50", "data.eval_batch_size=100"]
 
@@ -21,13 +23,18 @@ def run_train(args, env, cwd, timeout=240):
     )
 
 
-def test_experiment_config_composes_beta_and_samples_into_the_model():
+def _compose(*overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["+experiment=mnist", "objective.beta=4", "objective.num_samples=5"])
+        return compose("train", overrides=list(overrides))
+
+
+def test_experiment_config_composes_beta_and_samples_into_the_model():
+    cfg = _compose("+experiment=mnist", "objective.beta=4", "objective.num_samples=5")
     assert cfg.model._target_ == "vae_lightning.VAE"
-    assert cfg.model.beta == 4 and cfg.model.num_samples == 5
+    kwargs = model_kwargs(cfg)
+    assert kwargs["beta"] == 4 and kwargs["num_samples"] == 5 and kwargs["objective"] == "elbo"
     assert cfg.data._target_ == "vae_lightning.data.MNISTDataModule" and cfg.data.binarize == "dynamic"
-    assert cfg.logger.wandb.mode == "auto" and list(cfg.logger.wandb.tags) == ["mnist", "mlp", "elbo"]
+    assert cfg.logger.wandb.mode == "auto" and list(cfg.logger.wandb.tags) == ["mnist", "vae"]
     assert cfg.callbacks.model_checkpoint.monitor == "val/elbo"
 
 
@@ -37,11 +44,21 @@ def _metrics_csv(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_train_mnist_experiment_end_to_end_with_csv(fake_mnist, train_env, tmp_path):
+@pytest.fixture(scope="module")
+def csv_run(fake_mnist, tmp_path_factory):
+    """One short run of the MNIST experiment with the CSV logger and a test NLL: (run dir, result)."""
+    tmp_path = tmp_path_factory.mktemp("csv_run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "VAE_DATA_DIR"}
+    env.update(WANDB_MODE="offline", PYTHONPATH=str(ROOT))
     run_dir = tmp_path / "run"
-    result = run_train(["+experiment=mnist", "logger=csv", f"data.data_dir={fake_mnist}",
-                        "trainer.log_every_n_steps=2", f"hydra.run.dir={run_dir}", *QUICK], train_env, tmp_path)
+    result = run_train(["+experiment=mnist", "logger=csv", f"data.data_dir={fake_mnist}", "eval.nll_samples=20",
+                        "trainer.log_every_n_steps=2", f"hydra.run.dir={run_dir}", *QUICK], env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_train_mnist_experiment_end_to_end_with_csv(csv_run):
+    run_dir, result = csv_run
 
     rows = _metrics_csv(run_dir)
     for split in ("train", "val", "test"):
@@ -62,8 +79,59 @@ def test_train_mnist_experiment_end_to_end_with_csv(fake_mnist, train_env, tmp_p
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test/elbo"] == pytest.approx(-(metrics["test/recon"] + metrics["test/kl"]), rel=1e-5)
     assert metrics["epochs"] == 2
-    assert "test metrics: test/elbo=" in result.stdout
+    assert "test metrics: " in result.stdout and "test/elbo=" in result.stdout
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # The test log-likelihood (S = 20 here) sits between the ELBO and 0, and bpd is nll / (784 ln 2).
+    assert -metrics["test/elbo"] > metrics["test/nll"] > 0
+    assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)), rel=1e-5)
+    active = [float(r["val/active_units"]) for r in rows if r.get("val/active_units")]
+    kl_dims = [k for k in rows[0] if k.startswith("val/kl_dim/")]
+    assert len(active) == 2 and 0 <= active[-1] <= 32 and len(kl_dims) == 32
+
+
+def test_eval_reports_elbo_iwae_and_nll_of_a_checkpoint(csv_run, train_env, tmp_path):
+    run_dir, _ = csv_run
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "eval.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "num_samples=10",
+         "nll_samples=200", "nll_chunk_size=30", f"hydra.run.dir={tmp_path / 'eval'}"],
+        cwd=tmp_path, env=train_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert report["nll_samples"] == 200 and report["num_samples"] == 10
+    # ELBO <= IWAE(K=10) <= the S=200 estimate of log p(x) (each up to sampling noise, which is small here).
+    assert report["test/elbo"] < report["test/iwae"] < -report["test/nll"] < 0
+    assert "test/nll" in result.stdout
+
+
+def test_eval_without_a_checkpoint_says_how_to_call_it(train_env, tmp_path):
+    result = subprocess.run([PYTHON, str(ROOT / "eval.py"), f"hydra.run.dir={tmp_path}"], cwd=tmp_path,
+                            env=train_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ckpt_path is not set" in result.stderr
+
+
+@pytest.mark.parametrize("overrides, checks", [
+    (["+experiment=burda"], {"objective": "iwae", "num_samples": 50, "nll_samples": 5000}),
+    (["+experiment=burda", "objective=elbo", "objective.num_samples=1"], {"objective": "elbo", "num_samples": 1}),
+    (["+experiment=mnist", "objective=iwae"], {"objective": "iwae", "num_samples": 5}),
+    (["objective.kl_schedule=cyclical", "objective.cycle_steps=100"], {"kl_schedule": "cyclical", "cycle_steps": 100}),
+])
+def test_objective_presets_reach_the_model(overrides, checks):
+    kwargs = model_kwargs(_compose(*overrides))
+    assert {k: kwargs[k] for k in checks} == checks
+
+
+def test_burda_and_fashion_presets_build_their_models(fake_mnist):
+    import hydra as _hydra
+    burda = _compose("+experiment=burda")
+    model = _hydra.utils.instantiate(burda.model, input_shape=[1, 28, 28], **model_kwargs(burda), _convert_="all")
+    sizes = [m.out_features for m in model.encoder.net if hasattr(m, "out_features")]
+    assert sizes == [200, 200, 100] and model.hparams.activation == "tanh"
+    assert burda.data.batch_size == 20 and burda.trainer.max_epochs == 3280 and model.hparams.adam_eps == 1e-4
+    fashion = _compose("+experiment=fashion_mnist", f"data.data_dir={fake_mnist}")
+    assert fashion.data._target_ == "vae_lightning.data.FashionMNISTDataModule" and fashion.data.binarize == "none"
+    model = _hydra.utils.instantiate(fashion.model, input_shape=[1, 28, 28], **model_kwargs(fashion), _convert_="all")
+    assert model.hparams.architecture == "conv" and type(model.likelihood).__name__ == "ContinuousBernoulli"
 
 
 def test_wandb_runs_offline_by_itself_without_a_key_and_never_prompts(fake_mnist, train_env, tmp_path):

@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import lightning as L
 import torch
 
 from .errors import VAEUserError
+from .evaluation import LatentActivity, NegativeLogLikelihood, importance_sampled_log_px
 from .likelihoods import make_likelihood
-from .nets import MLPDecoder, MLPEncoder
-from .objective import ElboTerms, elbo_terms
+from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .objective import OBJECTIVES, ElboTerms, elbo_terms
+from .schedules import beta_at, check_schedule
 
-LR_SCHEDULES = ("constant", "cosine")
+ARCHITECTURES = ("mlp", "conv")
+LR_SCHEDULES = ("constant", "cosine", "burda")
+
+
+def burda_lr_factor(epoch: int, stages: int = 8) -> float:
+    """Burda et al. (2016): stage i lasts 3^i epochs at lr * 10^(-i/7), i = 0..7 (3280 epochs in all)."""
+    stage, end = 0, 1
+    while epoch >= end and stage < stages - 1:
+        stage += 1
+        end += 3**stage
+    return 10 ** (-stage / 7)
 
 
 class VAE(L.LightningModule):
-    """A variational autoencoder trained on the (beta-weighted) ELBO with K samples.
+    """A variational autoencoder trained on the ELBO (beta-weighted, K samples) or the IWAE bound.
 
     Logged per split, in nats per example (``train/``, ``val/``, ``test/``):
       recon  -E_q[log p(x|z)], the reconstruction loss
       kl     KL(q(z|x) || p(z))
       elbo   -(recon + kl): the true bound on log p(x), whatever beta is
-    and for training also ``loss`` (recon + beta * kl, what is minimised) and ``beta``.
+      iwae   the importance-weighted bound L_K on the same K samples (when K > 1 or objective=iwae)
+    and for training also ``loss`` (what is minimised) and ``beta`` (the beta in use).
+    At validation end: ``val/active_units`` and ``val/kl_dim/NN``; after testing with
+    ``nll_samples > 0``: ``test/nll`` (nats) and ``test/bpd`` (bits per dimension).
 
     Every argument is a plain value, so ``VAE.load_from_checkpoint(path)`` rebuilds
     the model without the config that trained it.
@@ -32,84 +48,138 @@ class VAE(L.LightningModule):
         self,
         input_shape: Sequence[int] = (1, 28, 28),
         latent_dim: int = 32,
+        architecture: str = "mlp",
         hidden_dims: Sequence[int] = (512, 256),
+        channels: Sequence[int] = (32, 64),
         activation: str = "relu",
         likelihood: str = "bernoulli",
         sigma: float = 1.0,
+        min_sigma: float = 1e-2,
+        objective: str = "elbo",
         beta: float = 1.0,
         num_samples: int = 1,
+        kl_schedule: str = "constant",
+        warmup_steps: int = 0,
+        cycle_steps: int = 0,
+        cycle_ratio: float = 0.5,
+        free_bits: float = 0.0,
+        free_bits_group_size: int = 1,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        adam_eps: float = 1e-8,
         lr_schedule: str = "constant",
+        nll_samples: int = 0,
+        nll_chunk_size: int | None = None,
     ):
         super().__init__()
         # The run's full config is logged by the entry point; this only stores what
         # rebuilding the model needs, in the checkpoint.
         self.save_hyperparameters(logger=False)
-        if latent_dim < 1:
-            raise VAEUserError(f"model.latent_dim={latent_dim} must be >= 1.")
-        if beta < 0:
-            raise VAEUserError(f"objective.beta={beta} must be >= 0.")
-        if num_samples < 1:
-            raise VAEUserError(f"objective.num_samples={num_samples} must be >= 1.")
-        if not lr > 0:
-            raise VAEUserError(f"model.lr={lr} must be > 0.")
-        if lr_schedule not in LR_SCHEDULES:
-            raise VAEUserError(f"model.lr_schedule={lr_schedule!r} is not known: choose one of {list(LR_SCHEDULES)}.")
+        self._check_hyperparameters()
         self.input_shape = tuple(input_shape)
-        hidden_dims = list(hidden_dims)
-        self.encoder = MLPEncoder(self.input_shape, hidden_dims, latent_dim, activation)
-        # The decoder mirrors the encoder: hidden sizes in reverse order.
-        self.decoder = MLPDecoder(latent_dim, hidden_dims[::-1], self.input_shape, activation)
-        likelihood_kwargs = {"sigma": sigma} if likelihood == "gaussian" else {}
         try:
-            self.likelihood = make_likelihood(likelihood, **likelihood_kwargs)
+            self.likelihood = make_likelihood(likelihood, self.input_shape, sigma=sigma, min_sigma=min_sigma)
+            param_shape = self.likelihood.param_shape(self.input_shape)
+            if architecture == "mlp":
+                hidden_dims = list(hidden_dims)
+                self.encoder = MLPEncoder(self.input_shape, hidden_dims, latent_dim, activation)
+                # The decoder mirrors the encoder: hidden sizes in reverse order.
+                self.decoder = MLPDecoder(latent_dim, hidden_dims[::-1], param_shape, activation)
+            else:
+                self.encoder = ConvEncoder(self.input_shape, list(channels), latent_dim, activation)
+                self.decoder = ConvDecoder(latent_dim, list(channels), param_shape, activation)
         except ValueError as e:
             raise VAEUserError(str(e)) from None
-        self.beta = float(beta)
-        self.num_samples = int(num_samples)
+        self.val_activity = LatentActivity(latent_dim)
+        self.test_nll = NegativeLogLikelihood(math.prod(self.input_shape))
+
+    def _check_hyperparameters(self) -> None:
+        hp = self.hparams
+        checks = [
+            (hp.latent_dim >= 1, "model.latent_dim", hp.latent_dim, "must be >= 1"),
+            (hp.architecture in ARCHITECTURES, "model.architecture", hp.architecture, f"must be one of {list(ARCHITECTURES)}"),
+            (hp.objective in OBJECTIVES, "objective.name", hp.objective, f"must be one of {list(OBJECTIVES)}"),
+            (hp.beta >= 0, "objective.beta", hp.beta, "must be >= 0"),
+            (hp.num_samples >= 1, "objective.num_samples", hp.num_samples, "must be >= 1"),
+            (hp.free_bits >= 0, "objective.free_bits", hp.free_bits, "must be >= 0"),
+            (hp.free_bits_group_size >= 1 and hp.latent_dim % hp.free_bits_group_size == 0,
+             "objective.free_bits_group_size", hp.free_bits_group_size, f"must divide model.latent_dim={hp.latent_dim}"),
+            (not (hp.free_bits > 0 and hp.objective == "iwae"), "objective.free_bits", hp.free_bits,
+             "applies to the ELBO only: set it to 0 with objective=iwae"),
+            (hp.lr > 0, "model.lr", hp.lr, "must be > 0"),
+            (hp.lr_schedule in LR_SCHEDULES, "model.lr_schedule", hp.lr_schedule, f"must be one of {list(LR_SCHEDULES)}"),
+            (hp.nll_samples >= 0, "eval.nll_samples", hp.nll_samples, "must be >= 0 (0 turns the test NLL off)"),
+        ]
+        for ok, key, value, rule in checks:
+            if not ok:
+                raise VAEUserError(f"{key}={value!r} {rule}.")
+        if any(h < 1 for h in hp.hidden_dims) or any(c < 1 for c in hp.channels):
+            raise VAEUserError(f"model.hidden_dims={list(hp.hidden_dims)} and model.channels={list(hp.channels)} "
+                               f"must be positive sizes.")
+        try:
+            check_schedule(hp.kl_schedule, hp.warmup_steps, hp.cycle_steps, hp.cycle_ratio)
+        except ValueError as e:
+            raise VAEUserError(str(e)) from None
 
     # -- the model ---------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> ElboTerms:
+    @property
+    def beta(self) -> float:
+        """The beta in use now (it follows the KL schedule during training)."""
+        hp = self.hparams
+        return beta_at(self.global_step, hp.beta, hp.kl_schedule, hp.warmup_steps, hp.cycle_steps, hp.cycle_ratio)
+
+    @property
+    def num_samples(self) -> int:
+        return self.hparams.num_samples
+
+    def forward(self, x: torch.Tensor, beta: float | None = None) -> ElboTerms:
         """Per-example terms of the bound for a batch x [B, *input_shape] of floats in [0, 1]."""
         if not x.is_floating_point():
             raise TypeError(f"VAE expects float images in [0, 1], got {x.dtype}: scale them (x / 255) and "
                             f"binarise them first, as the DataModules of vae_lightning.data do.")
+        hp = self.hparams
         mu, logvar = self.encoder(x)
-        return elbo_terms(x, mu, logvar, self.decoder, self.likelihood, self.num_samples, self.beta)
+        return elbo_terms(x, mu, logvar, self.decoder, self.likelihood, hp.num_samples,
+                          self.beta if beta is None else beta, hp.objective, hp.free_bits, hp.free_bits_group_size)
+
+    def _mean(self, params: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(params, len(self.input_shape))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z) at z = mu(x): [B, *input_shape]."""
         mu, _ = self.encoder(x)
-        return self.likelihood.mean(self.decoder(mu))
+        return self._mean(self.decoder(mu))
 
     @torch.no_grad()
     def sample(self, num: int) -> torch.Tensor:
         """Means of p(x|z) for z drawn from the prior: [num, *input_shape]."""
         z = torch.randn(num, self.hparams.latent_dim, device=self.device)
-        return self.likelihood.mean(self.decoder(z))
+        return self._mean(self.decoder(z))
+
+    @torch.no_grad()
+    def log_px(self, x: torch.Tensor, num_samples: int | None = None, chunk_size: int | None = None) -> torch.Tensor:
+        """Importance-sampled log p(x) with S samples (default ``nll_samples``, else 5000): [B]."""
+        num_samples = num_samples or self.hparams.nll_samples or 5000
+        return importance_sampled_log_px(x, self.encoder, self.decoder, self.likelihood, num_samples,
+                                         chunk_size or self.hparams.nll_chunk_size)
 
     # -- training and evaluation -------------------------------------------------------
     def _shared_step(self, batch, split: str) -> torch.Tensor:
         x, _ = batch
-        terms = self(x)
-        batch_size = x.shape[0]
-        on_step = split == "train"  # train: a point per step; val/test: the mean over the epoch
+        beta = self.beta if split == "train" else 1.0
+        terms = self(x, beta=beta)
         loss = terms.loss.mean()
         values = {"recon": terms.recon.mean(), "kl": terms.kl.mean(), "elbo": terms.elbo.mean()}
+        if self.hparams.num_samples > 1 or self.hparams.objective == "iwae":
+            values["iwae"] = terms.iwae.mean()
         if split == "train":
-            values.update(loss=loss, beta=torch.tensor(self.beta))
+            values.update(loss=loss, beta=beta)
+        on_step = split == "train"  # train: a point per step; val/test: the mean over the epoch
         for name, value in values.items():
-            self.log(
-                f"{split}/{name}",
-                value,
-                on_step=on_step,
-                on_epoch=not on_step,
-                batch_size=batch_size,
-                sync_dist=not on_step,  # epoch means are reduced across processes
-                prog_bar=name == "elbo",
-            )
+            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=x.shape[0],
+                     sync_dist=not on_step,  # epoch means are reduced across processes
+                     prog_bar=name == "elbo")
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -117,14 +187,34 @@ class VAE(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
+        self.val_activity.update(*self.encoder(batch[0]))
+
+    def on_validation_epoch_end(self) -> None:
+        activity = self.val_activity.compute()  # reduced across processes
+        self.val_activity.reset()
+        self.log("val/active_units", activity["active_units"].float())
+        for d, kl in enumerate(activity["kl_per_dim"]):
+            self.log(f"val/kl_dim/{d:02d}", kl.float())
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "test")
+        if self.hparams.nll_samples > 0:
+            self.test_nll.update(self.log_px(batch[0]))
+
+    def on_test_epoch_end(self) -> None:
+        if self.hparams.nll_samples > 0:
+            nll = self.test_nll.compute()  # reduced across processes
+            self.test_nll.reset()
+            self.log("test/nll", nll.float())
+            self.log("test/bpd", self.test_nll.bits_per_dim(nll).float())
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.hparams.lr_schedule == "constant":
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, eps=hp.adam_eps)
+        if hp.lr_schedule == "constant":
             return optimizer
-        # cosine: from lr down to 0 over the whole run, stepped every optimiser step.
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        if hp.lr_schedule == "cosine":  # from lr down to 0 over the whole run, every step
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.estimated_stepping_batches)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, burda_lr_factor)  # per epoch
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

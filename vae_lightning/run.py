@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -50,6 +52,15 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
+def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """What the objective and eval groups add to the model's arguments."""
+    objective = OmegaConf.to_container(cfg.objective, resolve=True)
+    objective["objective"] = objective.pop("name")
+    evaluation = cfg.get("eval") or {}
+    return {**objective, "nll_samples": evaluation.get("nll_samples", 0),
+            "nll_chunk_size": evaluation.get("nll_chunk_size")}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, validate and test one model as the config says; return the final metrics.
 
@@ -61,13 +72,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model, input_shape=list(datamodule.input_shape))
+    # _convert_: plain lists and dicts as hyperparameters, so checkpoints load with weights_only=True.
+    model: L.LightningModule = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
+                                           **model_kwargs(cfg), _convert_="all")
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if trainer.is_global_zero:
+        # What eval.py reads back: the config with every interpolation resolved.
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(resolved, output_dir / "resolved_config.yaml")
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(resolved)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -76,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.get("test", True):
         # The best checkpoint by val/elbo when there is one, else the weights as they are.
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         metrics["val/elbo_best"] = float(checkpoint.best_model_score)
@@ -102,3 +120,45 @@ def _finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint with the data config of the run that made it; return the metrics."""
+    from .module import VAE
+
+    if not cfg.get("ckpt_path"):
+        raise VAEUserError("ckpt_path is not set: run `python eval.py ckpt_path=<run dir>/checkpoints/last.ckpt`.")
+    ckpt = Path(cfg.ckpt_path).expanduser()
+    if not ckpt.is_file():
+        raise VAEUserError(f"ckpt_path={ckpt} does not exist.")
+    config_path = Path(cfg.config_path) if cfg.get("config_path") else ckpt.parent.parent / "resolved_config.yaml"
+    if not config_path.is_file():
+        raise VAEUserError(f"No run config at {config_path}: pass config_path=<run dir>/resolved_config.yaml.")
+    run_cfg = OmegaConf.load(config_path)
+    if cfg.get("data_dir"):
+        run_cfg.data.data_dir = cfg.data_dir
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, verbose=False)
+
+    datamodule = instantiate(run_cfg.data)
+    try:
+        model = VAE.load_from_checkpoint(ckpt, map_location="cpu", num_samples=cfg.num_samples,
+                                         nll_samples=cfg.nll_samples, nll_chunk_size=cfg.nll_chunk_size)
+    except VAEUserError:
+        raise
+    except Exception as e:  # not a checkpoint of this project, or a damaged file
+        raise VAEUserError(f"Cannot load {ckpt} as a VAE checkpoint: {type(e).__name__}: {e}") from None
+    trainer = instantiate(cfg.trainer, enable_checkpointing=False)
+    start = time.perf_counter()
+    (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    seconds = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in results.items()}
+    metrics["seconds"] = seconds
+    report = {"ckpt_path": str(ckpt), "num_samples": cfg.num_samples, "nll_samples": cfg.nll_samples, **metrics}
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "eval_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"{k:>12} {v:10.3f}" for k, v in sorted(metrics.items())]
+    print(f"evaluated {ckpt} (K={cfg.num_samples} for elbo/iwae, S={cfg.nll_samples} for nll):")
+    print("\n".join(lines))
+    return metrics

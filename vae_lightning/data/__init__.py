@@ -1,4 +1,4 @@
 from .idx import read_idx, write_idx
-from .mnist import IDXImageDataModule, MNISTDataModule
+from .mnist import FashionMNISTDataModule, IDXImageDataModule, MNISTDataModule
 
-__all__ = ["IDXImageDataModule", "MNISTDataModule", "read_idx", "write_idx"]
+__all__ = ["FashionMNISTDataModule", "IDXImageDataModule", "MNISTDataModule", "read_idx", "write_idx"]

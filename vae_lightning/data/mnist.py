@@ -1,4 +1,4 @@
-"""DataModules for 28x28 greyscale image datasets stored as IDX files (MNIST)."""
+"""DataModules for 28x28 greyscale image datasets stored as IDX files (MNIST, Fashion-MNIST)."""
 
 from __future__ import annotations
 
@@ -208,4 +208,21 @@ class MNISTDataModule(IDXImageDataModule):
         "train_labels": Resource("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
         "test_images": Resource("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
         "test_labels": Resource("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    }
+
+
+class FashionMNISTDataModule(IDXImageDataModule):
+    """Fashion-MNIST (Xiao, Rasul and Vollgraf 2017; MIT): 60k training and 10k test 28x28 images
+    of clothing in MNIST's IDX format, under ``<data_dir>/FashionMNIST/raw``."""
+
+    name = "FashionMNIST"
+    mirrors = (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    )
+    resources = {
+        "train_images": Resource("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        "train_labels": Resource("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+        "test_images": Resource("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+        "test_labels": Resource("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
     }

@@ -1,0 +1,276 @@
+"""IWAE, the importance-sampled log-likelihood, KL schedules, free bits, likelihoods, conv nets."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import ContinuousBernoulli as TorchCB
+from torch.distributions import Independent, Normal
+
+from linear_gaussian import LinearGaussian
+from vae_lightning import VAE
+from vae_lightning.evaluation import LatentActivity, NegativeLogLikelihood, importance_sampled_log_px
+from vae_lightning.likelihoods import LearnedGaussian, PredictedGaussian, make_likelihood
+from vae_lightning.module import burda_lr_factor
+from vae_lightning.nets import ConvDecoder, ConvEncoder
+from vae_lightning.objective import (
+    elbo_terms,
+    free_bits_kl,
+    gaussian_kl,
+    iwae_bound,
+    log_importance_weights,
+    reparameterize,
+)
+from vae_lightning.schedules import beta_at, check_schedule
+from vae_lightning.likelihoods import Gaussian
+
+
+@pytest.fixture(autouse=True)
+def _float64_and_seed():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _approximate_encoder(model: LinearGaussian, x):
+    """A diagonal q that is not the posterior: shifted mean, widened variances."""
+    mean, cov = model.posterior(x)
+    return mean + 0.3, torch.log(torch.diagonal(cov) * 2.0).expand_as(mean).clone()
+
+
+def _encoder(model):
+    return lambda x: _approximate_encoder(model, x)
+
+
+# -- IWAE ----------------------------------------------------------------------------------
+
+def test_iwae_rises_with_k_towards_log_px():
+    model = LinearGaussian.make()
+    x = model.sample_x(4)
+    mu, logvar = _approximate_encoder(model, x)
+    reps = 4000
+    means = {}
+    for k in (1, 5, 50, 500):
+        z = reparameterize(mu.repeat(reps, 1), logvar.repeat(reps, 1), k)
+        log_w = log_importance_weights(x.repeat(reps, 1), z, mu.repeat(reps, 1), logvar.repeat(reps, 1),
+                                       model.decode, Gaussian(model.s))
+        means[k] = iwae_bound(log_w).view(reps, -1).mean(0)  # E[L_K], [B]
+    exact_elbo = model.expected_log_px_given_z(x, mu, logvar) - gaussian_kl(mu, logvar)
+    log_px = model.log_px(x)
+    # L_1 is the ELBO (unbiased, within sampling error), L_K rises, and L_500 is close to log p(x).
+    torch.testing.assert_close(means[1], exact_elbo, atol=0.05, rtol=0)
+    assert (means[1] < means[5]).all() and (means[5] < means[50]).all() and (means[50] < means[500]).all()
+    assert (means[500] < log_px + 1e-3).all()
+    assert ((log_px - means[500]) < 0.05 * (log_px - means[1])).all()
+
+
+def test_iwae_with_one_sample_is_that_samples_log_weight():
+    log_w = torch.randn(1, 7)
+    torch.testing.assert_close(iwae_bound(log_w), log_w[0])
+
+
+def test_iwae_objective_trains_on_minus_the_bound():
+    model = LinearGaussian.make()
+    x = model.sample_x(6)
+    mu, logvar = _approximate_encoder(model, x)
+    terms = elbo_terms(x, mu, logvar, model.decode, Gaussian(model.s), num_samples=10, objective="iwae")
+    torch.testing.assert_close(terms.loss, -terms.iwae)
+    torch.testing.assert_close(terms.elbo, -(terms.recon + terms.kl))
+
+
+def test_iwae_is_stable_for_very_negative_log_weights():
+    log_w = torch.tensor([[-1e4, -2e4], [-1e4 - math.log(3), -2e4]])
+    out = iwae_bound(log_w)
+    torch.testing.assert_close(out, torch.tensor([-1e4 + math.log((1 + 1 / 3) / 2), -2e4]))
+
+
+# -- importance-sampled log p(x) -----------------------------------------------------------
+
+def test_importance_sampled_log_px_converges_to_the_closed_form():
+    model = LinearGaussian.make()
+    x = model.sample_x(5)
+    estimate = importance_sampled_log_px(x, _encoder(model), model.decode, Gaussian(model.s), num_samples=20_000)
+    mu, logvar = _approximate_encoder(model, x)
+    elbo_gap = model.log_px(x) - (model.expected_log_px_given_z(x, mu, logvar) - gaussian_kl(mu, logvar))
+    error = (estimate - model.log_px(x)).abs()
+    # Sampling error at S = 20000 is ~0.01 nats here; the ELBO of this q is ~0.5 nats short.
+    assert (error < 0.05).all() and (error < 0.1 * elbo_gap).all()
+
+
+def test_importance_sampled_log_px_is_exact_with_the_exact_posterior():
+    model = LinearGaussian.make()
+    x = model.sample_x(3)
+
+    def exact(x):
+        mean, cov = model.posterior(x)
+        return mean, torch.log(torch.diagonal(cov)).expand_as(mean).clone()
+
+    estimate = importance_sampled_log_px(x, exact, model.decode, Gaussian(model.s), num_samples=7)
+    torch.testing.assert_close(estimate, model.log_px(x), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 300])
+def test_importance_sampled_log_px_does_not_depend_on_the_chunking(chunk_size):
+    model = LinearGaussian.make(orthogonal=False)
+    x = model.sample_x(4)
+    args = (x, _encoder(model), model.decode, Gaussian(model.s))
+    whole = importance_sampled_log_px(*args, num_samples=300, chunk_size=300,
+                                      generator=torch.Generator().manual_seed(5))
+    chunked = importance_sampled_log_px(*args, num_samples=300, chunk_size=chunk_size,
+                                        generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(chunked, whole, atol=1e-12, rtol=0)
+
+
+def test_nll_metric_is_the_same_on_one_process_or_split_across_two():
+    log_px = -torch.rand(101) * 100
+    one = NegativeLogLikelihood(num_dims=784)
+    one.update(log_px[:30])
+    one.update(log_px[30:])
+    rank0, rank1 = NegativeLogLikelihood(num_dims=784), NegativeLogLikelihood(num_dims=784)
+    rank0.update(log_px[:50])  # uneven shards, as the last batch of a DDP rank may be
+    rank1.update(log_px[50:])
+    rank0.merge_state(rank1)  # what the sum reduction across ranks does
+    torch.testing.assert_close(one.compute(), -log_px.mean())
+    torch.testing.assert_close(rank0.compute(), one.compute())
+    torch.testing.assert_close(one.bits_per_dim(one.compute()), -log_px.mean() / (784 * math.log(2)))
+
+
+def test_latent_activity_counts_units_whose_mean_varies():
+    mu = torch.randn(2000, 4) * torch.tensor([1.0, 0.5, 0.05, 0.0])  # variances 1, 0.25, 0.0025, 0
+    logvar = torch.zeros(2000, 4)
+    metric = LatentActivity(latent_dim=4)
+    metric.update(mu[:1000], logvar[:1000])
+    metric.update(mu[1000:], logvar[1000:])
+    out = metric.compute()
+    assert out["active_units"] == 2
+    torch.testing.assert_close(out["variance"], mu.var(0, unbiased=False))
+    torch.testing.assert_close(out["kl_per_dim"], 0.5 * mu.pow(2).mean(0))
+
+
+# -- KL schedules and free bits ------------------------------------------------------------
+
+def test_schedules_give_the_documented_beta():
+    assert beta_at(123, 2.0) == 2.0
+    assert [beta_at(s, 2.0, "linear", warmup_steps=100) for s in (0, 25, 50, 100, 1000)] == [0, 0.5, 1.0, 2.0, 2.0]
+    cyc = dict(schedule="cyclical", cycle_steps=100, cycle_ratio=0.5)
+    assert [beta_at(s, 1.0, **cyc) for s in (0, 25, 50, 99, 100, 125, 150)] == [0, 0.5, 1, 1, 0, 0.5, 1]
+
+
+@pytest.mark.parametrize("args, key", [
+    (("linear", 0, 0, 0.5), "objective.warmup_steps"),
+    (("cyclical", 0, 0, 0.5), "objective.cycle_steps"),
+    (("cyclical", 0, 10, 0.0), "objective.cycle_ratio"),
+    (("sigmoid", 0, 0, 0.5), "objective.kl_schedule"),
+])
+def test_bad_schedule_settings_name_the_key(args, key):
+    with pytest.raises(ValueError, match=key):
+        check_schedule(*args)
+
+
+def test_free_bits_changes_the_gradient_only_below_the_floor():
+    # Two latent dims: dim 0 far above a 0.5-nat floor, dim 1 below it.
+    mu = torch.tensor([[2.0, 0.1], [1.5, -0.1], [2.5, 0.2]], requires_grad=True)
+    logvar = torch.zeros(3, 2, requires_grad=True)
+    kl_dims = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
+    free = free_bits_kl(kl_dims, floor=0.5).mean()
+    plain = kl_dims.sum(-1).mean()
+    g_free = torch.autograd.grad(free, mu, retain_graph=True)[0]
+    g_plain = torch.autograd.grad(plain, mu)[0]
+    torch.testing.assert_close(g_free[:, 0], g_plain[:, 0])  # above the floor: unchanged
+    assert (g_free[:, 1] == 0).all() and (g_plain[:, 1] != 0).all()  # below: no pull towards the prior
+    # Its value is the paper's sum_g max(floor, mean_batch KL_g).
+    torch.testing.assert_close(free, kl_dims[:, 0].mean() + 0.5)
+
+
+def test_free_bits_in_groups():
+    kl_dims = torch.tensor([[0.1, 0.2, 3.0, 1.0]])
+    torch.testing.assert_close(free_bits_kl(kl_dims, floor=1.0, group_size=2), torch.tensor([1.0 + 4.0]))
+    with pytest.raises(ValueError, match="does not divide"):
+        free_bits_kl(kl_dims, floor=1.0, group_size=3)
+
+
+def test_burda_learning_rate_schedule():
+    factors = [burda_lr_factor(e) for e in range(3281)]
+    assert factors[0] == 1.0
+    assert set(factors[1:4]) == {10 ** (-1 / 7)} and factors[4] == 10 ** (-2 / 7)
+    assert factors[3279] == 10 ** (-7 / 7) and factors[3280] == factors[3279]
+    stage_lengths = [sum(1 for f in factors[:3280] if f == 10 ** (-i / 7)) for i in range(8)]
+    assert stage_lengths == [3**i for i in range(8)]
+
+
+# -- likelihoods ---------------------------------------------------------------------------
+
+def test_continuous_bernoulli_is_a_normalised_density():
+    logits = torch.tensor([-3.0, -0.5, 0.0, 1e-4, 2.0])
+    grid = torch.linspace(0, 1, 20001)[:, None].expand(-1, 5)
+    lik = make_likelihood("continuous_bernoulli")
+    density = lik.log_prob(grid[..., None], logits.expand(20001, 5)[..., None], event_dim=1).exp()
+    integral = torch.trapezoid(density, grid, dim=0)
+    torch.testing.assert_close(integral, torch.ones(5), atol=1e-6, rtol=0)
+    torch.testing.assert_close(lik.mean(logits, 0), TorchCB(logits=logits).mean)
+
+
+def test_learned_gaussian_scalar_and_per_pixel():
+    x = torch.rand(3, 1, 4, 4)
+    mean = torch.rand(3, 1, 4, 4)
+    scalar = LearnedGaussian((1, 4, 4), per_pixel=False, sigma=0.5, min_sigma=0.01)
+    per_pixel = LearnedGaussian((1, 4, 4), per_pixel=True, sigma=0.5, min_sigma=0.01)
+    assert scalar.raw_sigma.shape == () and per_pixel.raw_sigma.shape == (1, 4, 4)
+    torch.testing.assert_close(scalar.sigma, torch.tensor(0.5))
+    ref = Independent(Normal(mean, 0.5), 3).log_prob(x)
+    torch.testing.assert_close(scalar.log_prob(x, mean, 3), ref)
+    torch.testing.assert_close(per_pixel.log_prob(x, mean, 3), ref)
+    per_pixel.log_prob(x, mean, 3).sum().backward()
+    assert per_pixel.raw_sigma.grad.abs().min() > 0
+    with torch.no_grad():
+        per_pixel.raw_sigma.fill_(-1e4)
+    assert (per_pixel.sigma >= 0.01).all()
+
+
+def test_predicted_gaussian_splits_mean_and_bounded_sigma():
+    lik = PredictedGaussian(min_sigma=0.05)
+    assert lik.param_shape((3, 8, 8)) == (6, 8, 8)
+    x = torch.rand(2, 3, 8, 8)
+    mean, raw = torch.rand(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    sigma = 0.05 + torch.nn.functional.softplus(raw)
+    ref = Independent(Normal(mean, sigma), 3).log_prob(x)
+    torch.testing.assert_close(lik.log_prob(x, torch.cat([mean, raw], dim=1), 3), ref)
+    collapsed = torch.cat([x, torch.full_like(raw, -1e4)], dim=1)  # mean exact, sigma pushed to its floor
+    torch.testing.assert_close(lik.log_prob(x, collapsed, 3),
+                               torch.full((2,), -0.5 * 192 * math.log(2 * math.pi * 0.05**2)))
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned",
+                                  "gaussian_learned_per_pixel", "gaussian_predicted"])
+def test_every_likelihood_trains_in_the_vae(name):
+    torch.set_default_dtype(torch.float32)
+    model = VAE(latent_dim=4, hidden_dims=[16], likelihood=name, sigma=0.5)
+    x = torch.rand(5, 1, 28, 28)
+    terms = model(x)
+    assert terms.recon.shape == (5,) and torch.isfinite(terms.loss).all()
+    terms.loss.mean().backward()
+    assert model.sample(2).shape == (2, 1, 28, 28)
+
+
+# -- convolutional networks ----------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_conv_encoder_decoder_shapes(shape):
+    torch.set_default_dtype(torch.float32)
+    enc = ConvEncoder(shape, [16, 32], latent_dim=8)
+    dec = ConvDecoder(8, [16, 32], (2 * shape[0], *shape[1:]))
+    mu, logvar = enc(torch.rand(5, *shape))
+    assert mu.shape == logvar.shape == (5, 8)
+    assert dec(torch.randn(3, 5, 8)).shape == (3, 5, 2 * shape[0], *shape[1:])
+    model = VAE(input_shape=shape, architecture="conv", channels=[16, 32], latent_dim=8,
+                likelihood="gaussian_predicted", num_samples=3)
+    terms = model(torch.rand(4, *shape))
+    assert terms.elbo.shape == (4,) and torch.isfinite(terms.elbo).all()
+
+
+def test_conv_on_a_size_it_cannot_halve_is_a_clear_error():
+    from vae_lightning.errors import VAEUserError
+    with pytest.raises(VAEUserError, match="divisible by 4.*30x30"):
+        VAE(input_shape=(1, 30, 30), architecture="conv", channels=[16, 32])

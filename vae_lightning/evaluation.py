@@ -1,0 +1,111 @@
+"""Test log-likelihood by importance sampling, and posterior-collapse diagnostics, as torchmetrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torchmetrics import Metric
+
+from .likelihoods import Likelihood
+from .objective import gaussian_kl_per_dim, log_importance_weights
+
+
+@torch.no_grad()
+def importance_sampled_log_px(
+    x: torch.Tensor,
+    encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    likelihood: Likelihood,
+    num_samples: int = 5000,
+    chunk_size: int | None = None,
+    max_rows: int = 2**16,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """log p(x) ~= log (1/S) sum_s p(x, z_s) / q(z_s|x), z_s ~ q(z|x): [B, *event] -> [B].
+
+    The S samples are taken ``chunk_size`` at a time (by default as many as keep
+    chunk * B <= ``max_rows`` decoder rows), and the log-sum-exp is carried from
+    chunk to chunk, so memory is bounded whatever S is. Each sample's noise is
+    drawn on its own, so the estimate does not depend on the chunking.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    mu, logvar = encode(x)  # [B, D]
+    chunk = chunk_size or max(1, max_rows // x.shape[0])
+    std = (0.5 * logvar).exp()
+    total = torch.full((x.shape[0],), -math.inf, dtype=mu.dtype, device=mu.device)  # running log-sum-exp
+    for start in range(0, num_samples, chunk):
+        k = min(chunk, num_samples - start)
+        eps = torch.stack([torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+                           for _ in range(k)])  # [k, B, D]
+        log_w = log_importance_weights(x, mu + std * eps, mu, logvar, decode, likelihood)  # [k, B]
+        total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+    return total - math.log(num_samples)
+
+
+class NegativeLogLikelihood(Metric):
+    """Mean -log p(x) over all examples seen, in nats, from per-example estimates.
+
+    Sums and counts (in float64) are the states, reduced by summing across
+    processes, so the value is the same on one process or across DDP ranks.
+    ``bits_per_dim`` converts it for data of ``num_dims`` values per example.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, num_dims: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_dims = num_dims
+        self.add_state("sum_nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, log_px: torch.Tensor) -> None:
+        # Out-of-place: states reset under inference mode (trainer.validate/test) must
+        # still accept updates outside it.
+        self.sum_nll = self.sum_nll - log_px.double().sum()
+        self.count = self.count + log_px.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.sum_nll / self.count
+
+    def bits_per_dim(self, nll: torch.Tensor) -> torch.Tensor:
+        return nll / (self.num_dims * math.log(2))
+
+
+class LatentActivity(Metric):
+    """Active units and KL per latent dimension over a dataset.
+
+    A unit d is active when Cov_x(E_q[z_d]) = Var_x(mu_d) > ``threshold``
+    (Burda et al. 2016 use 0.01). ``compute`` returns a dict: ``active_units``,
+    ``variance`` [D] and ``kl_per_dim`` [D] (mean over examples).
+    """
+
+    full_state_update = False
+
+    def __init__(self, latent_dim: int, threshold: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        zeros = torch.zeros(latent_dim, dtype=torch.float64)
+        self.add_state("sum_mu", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state("sum_mu_sq", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state("sum_kl", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+        mu64 = mu.detach().double()
+        self.sum_mu = self.sum_mu + mu64.sum(0)  # out-of-place, as in NegativeLogLikelihood
+        self.sum_mu_sq = self.sum_mu_sq + mu64.pow(2).sum(0)
+        self.sum_kl = self.sum_kl + gaussian_kl_per_dim(mu64, logvar.detach().double()).sum(0)
+        self.count = self.count + mu.shape[0]
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        mean = self.sum_mu / self.count
+        variance = (self.sum_mu_sq / self.count - mean.pow(2)).clamp_min(0)
+        return {
+            "active_units": (variance > self.threshold).sum(),
+            "variance": variance,
+            "kl_per_dim": self.sum_kl / self.count,
+        }
