@@ -3,6 +3,8 @@
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_lightning.errors import VAEUserError
@@ -16,6 +18,8 @@ def main(cfg: DictConfig) -> float | None:
     except VAEUserError as e:
         # A config or data problem the message explains: no traceback.
         print(f"error: {e}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed and goes on with the others
         sys.exit(2)
     # What a Hydra sweeper optimises.
     metric = cfg.get("optimized_metric")

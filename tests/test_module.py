@@ -74,3 +74,14 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(fake_mnist, tmp_path):
     trainer.fit(model, dm)
     assert trainer.global_step == 10
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("precision, dtype", [("64-true", torch.float64), ("bf16-true", torch.bfloat16)])
+def test_true_precision_casts_the_data_to_the_weights(fake_mnist, tmp_path, precision, dtype):
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
+    model = VAE(latent_dim=2, hidden_dims=[8])
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, precision=precision, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert model.dtype == dtype and torch.isfinite(trainer.callback_metrics["val/elbo"])

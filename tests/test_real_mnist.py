@@ -26,3 +26,20 @@ def test_real_mnist_validation_elbo_rises(tmp_path):
     assert before["val/elbo"] < -500
     assert after["val/elbo"] > -180
     assert after["val/kl"] > 5  # the latent code is in use
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DATA is None, reason="no local copy of MNIST (set VAE_DATA_DIR to a folder holding MNIST/raw)")
+def test_real_mnist_iwae_training_beats_elbo_training_on_the_iwae_bound(tmp_path):
+    """Burda et al.'s claim at small scale: training on L_5 gives a higher L_5 than training on the ELBO."""
+    results = {}
+    for objective in ("elbo", "iwae"):
+        L.seed_everything(0, verbose=False)
+        dm = MNISTDataModule(data_dir=DATA, batch_size=100, eval_batch_size=1000, download=False)
+        model = VAE(latent_dim=20, hidden_dims=[200, 200], activation="tanh", objective=objective, num_samples=5)
+        trainer = L.Trainer(max_epochs=3, limit_val_batches=5, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        trainer.fit(model, dm)
+        results[objective] = trainer.callback_metrics
+    assert results["elbo"]["val/elbo"] > -125 and results["iwae"]["val/iwae"] > -120
+    assert results["iwae"]["val/iwae"] > results["elbo"]["val/iwae"]

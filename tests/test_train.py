@@ -1,8 +1,8 @@
 """train.py end to end, with the real configs composed, on small MNIST-shaped files."""
 
 import csv
-import os
 import json
+import os
 import math
 import subprocess
 from pathlib import Path
@@ -52,6 +52,7 @@ def csv_run(fake_mnist, tmp_path_factory):
     env.update(WANDB_MODE="offline", PYTHONPATH=str(ROOT))
     run_dir = tmp_path / "run"
     result = run_train(["+experiment=mnist", "logger=csv", f"data.data_dir={fake_mnist}", "eval.nll_samples=20",
+                        "objective.beta=2",
                         "trainer.log_every_n_steps=2", f"hydra.run.dir={run_dir}", *QUICK], env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
@@ -66,17 +67,21 @@ def test_train_mnist_experiment_end_to_end_with_csv(csv_run):
             values = [float(r[f"{split}/{term}"]) for r in rows if r.get(f"{split}/{term}")]
             assert values and all(math.isfinite(v) for v in values), f"{split}/{term} missing"
     train_rows = [r for r in rows if r.get("train/loss")]
-    assert train_rows and all(float(r["train/beta"]) == 1.0 for r in train_rows)
-    for r in train_rows:  # elbo = -(recon + kl) and loss = recon + beta * kl, per logged step
+    assert train_rows and all(float(r["train/beta"]) == 2.0 for r in train_rows)  # objective.beta=2 arrived
+    for r in train_rows:  # loss = recon + beta * kl, while elbo stays -(recon + kl)
         recon, kl = float(r["train/recon"]), float(r["train/kl"])
         assert float(r["train/elbo"]) == pytest.approx(-(recon + kl), rel=1e-5)
-        assert float(r["train/loss"]) == pytest.approx(recon + kl, rel=1e-5)
+        assert float(r["train/loss"]) == pytest.approx(recon + 2.0 * kl, rel=1e-5)
     val_elbo = [float(r["val/elbo"]) for r in rows if r.get("val/elbo")]
     assert len(val_elbo) == 2 and val_elbo[1] > val_elbo[0], "validation ELBO should rise on learnable data"
 
     ckpts = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and any(n.startswith("epoch") for n in ckpts)
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    # The checkpoint tested is the best by validation ELBO.
+    best_epoch = max(range(len(val_elbo)), key=val_elbo.__getitem__)
+    assert Path(metrics["best_checkpoint"]).name.startswith(f"epoch{best_epoch:03d}-")
+    assert metrics["val/elbo_best"] == pytest.approx(max(val_elbo), rel=1e-6)
     assert metrics["test/elbo"] == pytest.approx(-(metrics["test/recon"] + metrics["test/kl"]), rel=1e-5)
     assert metrics["epochs"] == 2
     assert "test metrics: " in result.stdout and "test/elbo=" in result.stdout
@@ -87,6 +92,59 @@ def test_train_mnist_experiment_end_to_end_with_csv(csv_run):
     active = [float(r["val/active_units"]) for r in rows if r.get("val/active_units")]
     kl_dims = [k for k in rows[0] if k.startswith("val/kl_dim/")]
     assert len(active) == 2 and 0 <= active[-1] <= 32 and len(kl_dims) == 32
+
+
+def test_resume_from_last_checkpoint_continues_the_run(csv_run, train_env, fake_mnist, tmp_path):
+    run_dir, _ = csv_run
+    first = json.loads((run_dir / "metrics.json").read_text())
+    result = run_train(["+experiment=mnist", "logger=csv", f"data.data_dir={fake_mnist}", "objective.beta=2",
+                        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'resumed'}",
+                        *QUICK[1:], "trainer.max_epochs=3"], train_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["epochs"] == 3 and resumed["steps"] == first["steps"] // 2 * 3  # one more epoch, not three
+    from vae_lightning import VAE
+    assert VAE.load_from_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt").hparams.beta == 2.0
+
+
+def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
+    result = run_train(["-m", "logger=none", f"data.data_dir={fake_mnist}", "data.val_size=70000,100",
+                        "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], train_env, tmp_path)
+    assert "error: data.val_size=70000 must be between 1 and 599" in result.stderr
+    assert not (tmp_path / "sweep" / "0" / "metrics.json").exists()
+    assert json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("objective.beta=-1", "objective.beta=-1"),
+    ("objective.num_samples=0", "objective.num_samples=0"),
+    ("objective.num_samples=2.5", "objective.num_samples=2.5 must be an integer"),
+    ("objective.name=vimco", "objective.name='vimco'"),
+    ("objective.kl_schedule=sigmoid", "objective.kl_schedule='sigmoid'"),
+    ("objective.kl_schedule=linear", "objective.warmup_steps=0 must be >= 1"),
+    ("model.latent_dim=0", "model.latent_dim=0"),
+    ("model.latent_dim=abc", "model.latent_dim='abc' must be an integer"),
+    ("model.lr=0", "model.lr=0"),
+    ("model.hidden_dims=64", "model.hidden_dims=64 must be a list of integers"),
+    ("model.activation=swishy", "Unknown activation 'swishy'"),
+    ("model.likelihood=poisson", "Unknown likelihood 'poisson'"),
+    ("model.architecture=rnn", "model.architecture='rnn'"),
+    ("data.batch_size=0", "data.batch_size=0 must be an integer >= 1"),
+    ("data.num_workers=-1", "data.num_workers=-1"),
+    ("data.binarize=otsu", "data.binarize='otsu'"),
+    ("logger.wandb.mode=online", "logger.wandb.mode=online but no wandb API key"),
+])
+def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, fake_mnist, tmp_path, monkeypatch):
+    from vae_lightning.errors import VAEUserError
+    from vae_lightning.run import train
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    logger = "logger=wandb" if override.startswith("logger.wandb") else "logger=none"
+    cfg = _compose(logger, override, f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}")
+    with pytest.raises(VAEUserError) as err:
+        train(cfg)
+    assert message in str(err.value)
 
 
 def test_eval_reports_elbo_iwae_and_nll_of_a_checkpoint(csv_run, train_env, tmp_path):

@@ -18,7 +18,7 @@ class EpochSummary(L.Callback):
     files, batch jobs and the run's ``train.log``.
     """
 
-    KEYS = ("val/elbo", "val/recon", "val/kl", "train/elbo")
+    KEYS = ("val/elbo", "val/recon", "val/kl", "val/iwae", "val/active_units")
 
     def __init__(self) -> None:
         self._start = 0.0
@@ -31,7 +31,8 @@ class EpochSummary(L.Callback):
         metrics = trainer.callback_metrics
         values = "  ".join(f"{k}={float(metrics[k]):.2f}" for k in self.KEYS if k in metrics)
         if trainer.is_global_zero:
-            log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {values}  ({seconds:.1f} s)")
+            of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+            log.info(f"epoch {trainer.current_epoch + 1}{of}  {values}  ({seconds:.1f} s)")
 
 
 class ProgressBar(RichProgressBar):

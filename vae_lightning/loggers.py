@@ -52,6 +52,9 @@ def resolve_wandb_mode(mode: str = "auto") -> tuple[str, str]:
         return ("offline" if env_mode == "dryrun" else env_mode), "WANDB_MODE is set"
     if mode not in WANDB_MODES:
         raise VAEUserError(f"logger.wandb.mode={mode!r} is not known: choose one of {list(WANDB_MODES)}.")
+    if mode == "online" and not _has_api_key(_wandb_host()[0]):
+        raise VAEUserError("logger.wandb.mode=online but no wandb API key is set: run `wandb login`, set "
+                           "WANDB_API_KEY, or use logger.wandb.mode=auto (offline without a key).")
     if mode != "auto":
         return mode, "logger.wandb.mode"
     host, port = _wandb_host()

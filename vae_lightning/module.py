@@ -95,6 +95,20 @@ class VAE(L.LightningModule):
 
     def _check_hyperparameters(self) -> None:
         hp = self.hparams
+        for key, config_key, kind in [
+            ("latent_dim", "model.latent_dim", int), ("num_samples", "objective.num_samples", int),
+            ("warmup_steps", "objective.warmup_steps", int), ("cycle_steps", "objective.cycle_steps", int),
+            ("free_bits_group_size", "objective.free_bits_group_size", int), ("nll_samples", "eval.nll_samples", int),
+            ("beta", "objective.beta", float), ("lr", "model.lr", float), ("sigma", "model.sigma", float),
+            ("min_sigma", "model.min_sigma", float), ("free_bits", "objective.free_bits", float),
+            ("weight_decay", "model.weight_decay", float), ("cycle_ratio", "objective.cycle_ratio", float),
+        ]:
+            value = hp[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+                raise VAEUserError(f"{config_key}={value!r} must be {'an integer' if kind is int else 'a number'}.")
+        for key in ("hidden_dims", "channels"):
+            if not isinstance(hp[key], (list, tuple)) or not all(isinstance(v, int) for v in hp[key]):
+                raise VAEUserError(f"model.{key}={hp[key]!r} must be a list of integers, e.g. [512, 256].")
         checks = [
             (hp.latent_dim >= 1, "model.latent_dim", hp.latent_dim, "must be >= 1"),
             (hp.architecture in ARCHITECTURES, "model.architecture", hp.architecture, f"must be one of {list(ARCHITECTURES)}"),
@@ -138,6 +152,7 @@ class VAE(L.LightningModule):
             raise TypeError(f"VAE expects float images in [0, 1], got {x.dtype}: scale them (x / 255) and "
                             f"binarise them first, as the DataModules of vae_lightning.data do.")
         hp = self.hparams
+        x = x.to(self.dtype)  # e.g. bf16-true or 64-true precision: the data follows the weights
         mu, logvar = self.encoder(x)
         return elbo_terms(x, mu, logvar, self.decoder, self.likelihood, hp.num_samples,
                           self.beta if beta is None else beta, hp.objective, hp.free_bits, hp.free_bits_group_size)
@@ -148,7 +163,7 @@ class VAE(L.LightningModule):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z) at z = mu(x): [B, *input_shape]."""
-        mu, _ = self.encoder(x)
+        mu, _ = self.encoder(x.to(self.dtype))
         return self._mean(self.decoder(mu))
 
     @torch.no_grad()
@@ -161,11 +176,11 @@ class VAE(L.LightningModule):
     def log_px(self, x: torch.Tensor, num_samples: int | None = None, chunk_size: int | None = None) -> torch.Tensor:
         """Importance-sampled log p(x) with S samples (default ``nll_samples``, else 5000): [B]."""
         num_samples = num_samples or self.hparams.nll_samples or 5000
-        return importance_sampled_log_px(x, self.encoder, self.decoder, self.likelihood, num_samples,
+        return importance_sampled_log_px(x.to(self.dtype), self.encoder, self.decoder, self.likelihood, num_samples,
                                          chunk_size or self.hparams.nll_chunk_size)
 
     # -- training and evaluation -------------------------------------------------------
-    def _shared_step(self, batch, split: str) -> torch.Tensor:
+    def _shared_step(self, batch, split: str) -> ElboTerms:
         x, _ = batch
         beta = self.beta if split == "train" else 1.0
         terms = self(x, beta=beta)
@@ -180,14 +195,14 @@ class VAE(L.LightningModule):
             self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=x.shape[0],
                      sync_dist=not on_step,  # epoch means are reduced across processes
                      prog_bar=name == "elbo")
-        return loss
+        return terms
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train").loss.mean()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-        self.val_activity.update(*self.encoder(batch[0]))
+        terms = self._shared_step(batch, "val")
+        self.val_activity.update(terms.mu, terms.logvar)
 
     def on_validation_epoch_end(self) -> None:
         activity = self.val_activity.compute()  # reduced across processes

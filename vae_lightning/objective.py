@@ -116,6 +116,7 @@ class ElboTerms:
     iwae:  the importance-weighted bound L_K over the same K samples (with the
            true weights, beta = 1).
     kl_per_dim: [B, D], the KL of each latent dimension.
+    mu, logvar: [B, D], the q(z|x) they were computed with.
     """
 
     recon: torch.Tensor
@@ -124,6 +125,8 @@ class ElboTerms:
     loss: torch.Tensor
     iwae: torch.Tensor
     kl_per_dim: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
 
 
 def elbo_terms(
@@ -172,4 +175,5 @@ def elbo_terms(
         loss = recon + beta * free_bits_kl(kl_per_dim, free_bits, free_bits_group_size)
     else:
         loss = recon + beta * kl
-    return ElboTerms(recon=recon, kl=kl, elbo=-(recon + kl), loss=loss, iwae=iwae, kl_per_dim=kl_per_dim)
+    return ElboTerms(recon=recon, kl=kl, elbo=-(recon + kl), loss=loss, iwae=iwae, kl_per_dim=kl_per_dim,
+                     mu=mu, logvar=logvar)

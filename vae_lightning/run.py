@@ -68,13 +68,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``val/elbo``, as plain floats.
     """
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # seed=null draws a fresh seed; either way the one used is logged and saved in metrics.json.
+    seed = L.seed_everything(cfg.get("seed"), workers=True, verbose=False)
+    log.info(f"seed {seed}")
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # _convert_: plain lists and dicts as hyperparameters, so checkpoints load with weights_only=True.
     model: L.LightningModule = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
                                            **model_kwargs(cfg), _convert_="all")
+    if getattr(datamodule, "binarize", None) == "none" and model.hparams.get("likelihood") == "bernoulli":
+        log.warning("model.likelihood=bernoulli on data.binarize=none: the Bernoulli of non-binary intensities is "
+                    "not a normalised density, so its numbers are not log-likelihoods. Use data.binarize=dynamic "
+                    "or model.likelihood=continuous_bernoulli.")
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -100,13 +105,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["val/elbo_best"] = float(checkpoint.best_model_score)
     metrics["epochs"] = trainer.current_epoch
     metrics["steps"] = trainer.global_step
+    metrics["seed"] = seed
 
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": best, **metrics}, indent=2) + "\n")
         summary = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
-        log.info(f"Final test metrics (nats per example, best checkpoint {best or 'none'}): {summary}")
-        print(f"test metrics: {summary}")
+        if summary:
+            log.info(f"Final test metrics (nats per example, best checkpoint {best or 'none'}): {summary}")
+            print(f"test metrics: {summary}")
     for logger in trainer.loggers:
         logger.finalize("success")
     _finish_wandb()
