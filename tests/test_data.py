@@ -150,9 +150,10 @@ def test_download_with_wrong_md5_is_refused_and_not_kept(tmp_path, mirror, monke
     assert not (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").exists()
 
 
-def test_uncompressed_files_in_data_dir_itself_are_found(tmp_path, fake_mnist):
+def test_uncompressed_files_in_the_dataset_folder_are_found(tmp_path, fake_mnist):
+    (tmp_path / "MNIST").mkdir()
     for gz in (fake_mnist / "MNIST" / "raw").glob("*.gz"):
-        (tmp_path / gz.name.removesuffix(".gz")).write_bytes(gzip.decompress(gz.read_bytes()))
+        (tmp_path / "MNIST" / gz.name.removesuffix(".gz")).write_bytes(gzip.decompress(gz.read_bytes()))
     dm = MNISTDataModule(data_dir=tmp_path, download=False, val_size=100)
     dm.prepare_data()
     dm.setup()
@@ -253,3 +254,17 @@ def test_loaders_deliver_batches_without_per_example_collate(fake_mnist):
     sizes = [len(x) for x, _ in dm.train_dataloader()]
     assert sum(sizes) == 500 and sizes[0] == 50
     assert [len(x) for x, _ in dm.test_dataloader()] == [64, 64, 64, 8]
+
+
+def test_fashion_mnist_shares_the_loader_and_reads_its_own_folder(tmp_path, fake_mnist):
+    from vae_lightning.data import FashionMNISTDataModule
+    missing = FashionMNISTDataModule(data_dir=fake_mnist, download=False)  # only MNIST/raw is there
+    with pytest.raises(DataError, match=r"FashionMNIST files missing in .*FashionMNIST/raw"):
+        missing.prepare_data()
+    (tmp_path / "FashionMNIST").mkdir()
+    (tmp_path / "FashionMNIST" / "raw").symlink_to(fake_mnist / "MNIST" / "raw")
+    dm = FashionMNISTDataModule(data_dir=tmp_path, download=False, val_size=50, binarize="none")
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.train_set) == 550 and len(dm.test_set) == 200
+    assert FashionMNISTDataModule.resources["train_images"].md5 != MNISTDataModule.resources["train_images"].md5

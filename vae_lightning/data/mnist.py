@@ -110,7 +110,8 @@ class IDXImageDataModule(L.LightningDataModule):
         return self.data_dir / self.name / "raw"
 
     def _files(self, allow_download: bool) -> dict[str, Path]:
-        folders = [self.raw_folder, self.data_dir / self.name, self.data_dir]
+        # Not data_dir itself: MNIST and Fashion-MNIST files have the same names.
+        folders = [self.raw_folder, self.data_dir / self.name]
         found = locate_or_download(
             list(self.resources.values()), folders, self.raw_folder, self.mirrors, allow_download, self.name
         )
