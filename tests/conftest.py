@@ -50,7 +50,8 @@ def fake_mnist(tmp_path_factory) -> Path:
 def train_env(monkeypatch) -> dict[str, str]:
     """Environment for a train.py subprocess: offline wandb, no user settings leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="1")
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(ROOT))
+    env.pop("HYDRA_FULL_ERROR", None)  # errors as a user sees them
     env.pop("VAE_DATA_DIR", None)
     return env
 

@@ -21,7 +21,7 @@ from vae_lightning.objective import (
     log_importance_weights,
     reparameterize,
 )
-from vae_lightning.schedules import beta_at, check_schedule
+from vae_lightning.schedules import beta_at
 from vae_lightning.likelihoods import Gaussian
 
 
@@ -158,15 +158,16 @@ def test_schedules_give_the_documented_beta():
     assert [beta_at(s, 1.0, **cyc) for s in (0, 25, 50, 99, 100, 125, 150)] == [0, 0.5, 1, 1, 0, 0.5, 1]
 
 
-@pytest.mark.parametrize("args, key", [
-    (("linear", 0, 0, 0.5), "objective.warmup_steps"),
-    (("cyclical", 0, 0, 0.5), "objective.cycle_steps"),
-    (("cyclical", 0, 10, 0.0), "objective.cycle_ratio"),
-    (("sigmoid", 0, 0, 0.5), "objective.kl_schedule"),
+@pytest.mark.parametrize("kwargs, key", [
+    ({"kl_schedule": "linear"}, "objective.warmup_steps"),
+    ({"kl_schedule": "cyclical"}, "objective.cycle_steps"),
+    ({"kl_schedule": "cyclical", "cycle_steps": 10, "cycle_ratio": 0.0}, "objective.cycle_ratio"),
+    ({"kl_schedule": "sigmoid"}, "objective.kl_schedule"),
 ])
-def test_bad_schedule_settings_name_the_key(args, key):
-    with pytest.raises(ValueError, match=key):
-        check_schedule(*args)
+def test_bad_schedule_settings_name_the_key(kwargs, key):
+    from vae_lightning.errors import VAEUserError
+    with pytest.raises(VAEUserError, match=key):
+        VAE(hidden_dims=[8], latent_dim=2, **kwargs)
 
 
 def test_free_bits_changes_the_gradient_only_below_the_floor():

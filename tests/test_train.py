@@ -125,7 +125,7 @@ def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
     ("model.latent_dim=0", "model.latent_dim=0"),
     ("model.latent_dim=abc", "model.latent_dim='abc' must be an integer"),
     ("model.lr=0", "model.lr=0"),
-    ("model.hidden_dims=64", "model.hidden_dims=64 must be a list of integers"),
+    ("model.hidden_dims=64", "model.hidden_dims=64 must be a non-empty list of positive integers"),
     ("model.activation=swishy", "Unknown activation 'swishy'"),
     ("model.likelihood=poisson", "Unknown likelihood 'poisson'"),
     ("model.architecture=rnn", "model.architecture='rnn'"),
@@ -133,6 +133,14 @@ def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
     ("data.num_workers=-1", "data.num_workers=-1"),
     ("data.binarize=otsu", "data.binarize='otsu'"),
     ("logger.wandb.mode=online", "logger.wandb.mode=online but no wandb API key"),
+    ("trainer.devices=64", "trainer.devices=64 but this machine has"),
+    ("trainer.strategy=ddp", "trainer.strategy='ddp' needs several devices"),
+    ("trainer.precision=8-bit", "trainer.precision='8-bit' is not known"),
+    ("trainer.max_epochs=-5", "trainer.max_epochs=-5 must be an integer >= 0"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 must be a number >= 0"),
+    ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path=/nonexistent/last.ckpt does not exist"),
+    ("objective.free_bits=0.5 objective.name=iwae", "objective.free_bits=0.5 applies to the ELBO only"),
+    ("objective.free_bits_group_size=5", "objective.free_bits_group_size=5 must divide model.latent_dim=32"),
 ])
 def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, fake_mnist, tmp_path, monkeypatch):
     from vae_lightning.errors import VAEUserError
@@ -141,10 +149,25 @@ def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, f
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     logger = "logger=wandb" if override.startswith("logger.wandb") else "logger=none"
-    cfg = _compose(logger, override, f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}")
+    accelerator = ["trainer.accelerator=gpu"] if override.startswith("trainer.devices") else []
+    cfg = _compose(logger, *override.split(), *accelerator, f"paths.data_dir={fake_mnist}",
+                   f"paths.output_dir={tmp_path}")
     with pytest.raises(VAEUserError) as err:
         train(cfg)
+    if override.startswith("trainer.devices") and "no such device" in str(err.value):
+        message = "trainer.accelerator='gpu' but this machine has no such device"  # a machine without a GPU
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("objective.beta=-1", "error: objective.beta=-1 must be >= 0."),
+    ("trainer.strategy=ddp", "error: trainer.strategy='ddp' needs several devices"),
+    ("data=cifar", "Could not find 'data/cifar'"),  # Hydra's own message lists the options
+])
+def test_bad_overrides_exit_non_zero_without_a_traceback(override, message, train_env, tmp_path):
+    result = run_train([override, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], train_env, tmp_path)
+    assert result.returncode != 0 and message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_eval_reports_elbo_iwae_and_nll_of_a_checkpoint(csv_run, train_env, tmp_path):

@@ -8,16 +8,13 @@ from typing import Sequence
 import lightning as L
 import torch
 
+from .checks import check_model_args
 from .errors import VAEUserError
 from .evaluation import LatentActivity, NegativeLogLikelihood, importance_sampled_log_px
 from .likelihoods import make_likelihood
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .objective import OBJECTIVES, ElboTerms, elbo_terms
-from .schedules import beta_at, check_schedule
-
-ARCHITECTURES = ("mlp", "conv")
-LR_SCHEDULES = ("constant", "cosine", "burda")
-
+from .objective import ElboTerms, elbo_terms
+from .schedules import beta_at
 
 def burda_lr_factor(epoch: int, stages: int = 8) -> float:
     """Burda et al. (2016): stage i lasts 3^i epochs at lr * 10^(-i/7), i = 0..7 (3280 epochs in all)."""
@@ -75,7 +72,7 @@ class VAE(L.LightningModule):
         # The run's full config is logged by the entry point; this only stores what
         # rebuilding the model needs, in the checkpoint.
         self.save_hyperparameters(logger=False)
-        self._check_hyperparameters()
+        check_model_args(self.hparams)
         self.input_shape = tuple(input_shape)
         try:
             self.likelihood = make_likelihood(likelihood, self.input_shape, sigma=sigma, min_sigma=min_sigma)
@@ -92,48 +89,6 @@ class VAE(L.LightningModule):
             raise VAEUserError(str(e)) from None
         self.val_activity = LatentActivity(latent_dim)
         self.test_nll = NegativeLogLikelihood(math.prod(self.input_shape))
-
-    def _check_hyperparameters(self) -> None:
-        hp = self.hparams
-        for key, config_key, kind in [
-            ("latent_dim", "model.latent_dim", int), ("num_samples", "objective.num_samples", int),
-            ("warmup_steps", "objective.warmup_steps", int), ("cycle_steps", "objective.cycle_steps", int),
-            ("free_bits_group_size", "objective.free_bits_group_size", int), ("nll_samples", "eval.nll_samples", int),
-            ("beta", "objective.beta", float), ("lr", "model.lr", float), ("sigma", "model.sigma", float),
-            ("min_sigma", "model.min_sigma", float), ("free_bits", "objective.free_bits", float),
-            ("weight_decay", "model.weight_decay", float), ("cycle_ratio", "objective.cycle_ratio", float),
-        ]:
-            value = hp[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-                raise VAEUserError(f"{config_key}={value!r} must be {'an integer' if kind is int else 'a number'}.")
-        for key in ("hidden_dims", "channels"):
-            if not isinstance(hp[key], (list, tuple)) or not all(isinstance(v, int) for v in hp[key]):
-                raise VAEUserError(f"model.{key}={hp[key]!r} must be a list of integers, e.g. [512, 256].")
-        checks = [
-            (hp.latent_dim >= 1, "model.latent_dim", hp.latent_dim, "must be >= 1"),
-            (hp.architecture in ARCHITECTURES, "model.architecture", hp.architecture, f"must be one of {list(ARCHITECTURES)}"),
-            (hp.objective in OBJECTIVES, "objective.name", hp.objective, f"must be one of {list(OBJECTIVES)}"),
-            (hp.beta >= 0, "objective.beta", hp.beta, "must be >= 0"),
-            (hp.num_samples >= 1, "objective.num_samples", hp.num_samples, "must be >= 1"),
-            (hp.free_bits >= 0, "objective.free_bits", hp.free_bits, "must be >= 0"),
-            (hp.free_bits_group_size >= 1 and hp.latent_dim % hp.free_bits_group_size == 0,
-             "objective.free_bits_group_size", hp.free_bits_group_size, f"must divide model.latent_dim={hp.latent_dim}"),
-            (not (hp.free_bits > 0 and hp.objective == "iwae"), "objective.free_bits", hp.free_bits,
-             "applies to the ELBO only: set it to 0 with objective=iwae"),
-            (hp.lr > 0, "model.lr", hp.lr, "must be > 0"),
-            (hp.lr_schedule in LR_SCHEDULES, "model.lr_schedule", hp.lr_schedule, f"must be one of {list(LR_SCHEDULES)}"),
-            (hp.nll_samples >= 0, "eval.nll_samples", hp.nll_samples, "must be >= 0 (0 turns the test NLL off)"),
-        ]
-        for ok, key, value, rule in checks:
-            if not ok:
-                raise VAEUserError(f"{key}={value!r} {rule}.")
-        if any(h < 1 for h in hp.hidden_dims) or any(c < 1 for c in hp.channels):
-            raise VAEUserError(f"model.hidden_dims={list(hp.hidden_dims)} and model.channels={list(hp.channels)} "
-                               f"must be positive sizes.")
-        try:
-            check_schedule(hp.kl_schedule, hp.warmup_steps, hp.cycle_steps, hp.cycle_ratio)
-        except ValueError as e:
-            raise VAEUserError(str(e)) from None
 
     # -- the model ---------------------------------------------------------------------
     @property
@@ -190,6 +145,8 @@ class VAE(L.LightningModule):
             values["iwae"] = terms.iwae.mean()
         if split == "train":
             values.update(loss=loss, beta=beta)
+            # For NonFiniteGuard: no sync here, it reads them only when it checks.
+            self.last_terms = {"recon": values["recon"].detach(), "kl": values["kl"].detach(), "loss": loss.detach()}
         on_step = split == "train"  # train: a point per step; val/test: the mean over the epoch
         for name, value in values.items():
             self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=x.shape[0],

@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from .checks import check_config
 from .errors import VAEUserError
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,52 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
             "nll_chunk_size": evaluation.get("nll_chunk_size")}
 
 
+def _instantiate_loggers(group: DictConfig | None, output_dir: Path) -> list[Any]:
+    """The logger group; a logger that cannot start (wandb: no network, no disk, init error)
+    is replaced by a CSV logger with one warning, so the run goes on and loses nothing."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers = []
+    for name, entry in (group or {}).items():
+        if entry is None or "_target_" not in entry:
+            continue
+        try:
+            logger = instantiate(entry)
+            _ = logger.experiment  # start it now, not halfway through the first step
+        except VAEUserError:
+            raise
+        except Exception as e:
+            log.warning(f"logger {name} failed to start ({type(e).__name__}: {e}); logging to CSV in "
+                        f"{output_dir / 'csv'} instead.")
+            logger = CSVLogger(save_dir=output_dir, name="csv")
+        loggers.append(logger)
+    return loggers
+
+
+def _resume_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``auto``: this run directory's checkpoints/last.ckpt if there is one (a requeued or
+    re-run job resumes), else a fresh start; a path: that checkpoint, which must exist."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "auto":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info(f"Resuming from {last}")
+            return str(last)
+        return None
+    if not Path(ckpt_path).is_file():
+        raise VAEUserError(f"ckpt_path={ckpt_path} does not exist: give the path of a .ckpt file, or ckpt_path=auto "
+                           f"to resume the run directory's checkpoints/last.ckpt when there is one.")
+    return ckpt_path
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, validate and test one model as the config says; return the final metrics.
 
     Returns the test metrics of the best checkpoint (by val/elbo) and the best
     ``val/elbo``, as plain floats.
     """
+    check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     # seed=null draws a fresh seed; either way the one used is logged and saved in metrics.json.
     seed = L.seed_everything(cfg.get("seed"), workers=True, verbose=False)
@@ -76,12 +117,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # _convert_: plain lists and dicts as hyperparameters, so checkpoints load with weights_only=True.
     model: L.LightningModule = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
                                            **model_kwargs(cfg), _convert_="all")
-    if getattr(datamodule, "binarize", None) == "none" and model.hparams.get("likelihood") == "bernoulli":
-        log.warning("model.likelihood=bernoulli on data.binarize=none: the Bernoulli of non-binary intensities is "
-                    "not a normalised density, so its numbers are not log-likelihoods. Use data.binarize=dynamic "
-                    "or model.likelihood=continuous_bernoulli.")
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
+    loggers = _instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -92,7 +129,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = _resume_path(cfg.get("ckpt_path"), output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""

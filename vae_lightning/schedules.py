@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-KL_SCHEDULES = ("constant", "linear", "cyclical")
-
-
 def beta_at(step: int, beta: float, schedule: str = "constant", warmup_steps: int = 0,
             cycle_steps: int = 0, cycle_ratio: float = 0.5) -> float:
     """The beta in use at optimiser step ``step`` (0-based).
@@ -23,17 +20,4 @@ def beta_at(step: int, beta: float, schedule: str = "constant", warmup_steps: in
     if schedule == "cyclical":
         tau = (step % cycle_steps) / cycle_steps  # position in the cycle, in [0, 1)
         return beta * min(1.0, tau / cycle_ratio)
-    raise ValueError(f"Unknown KL schedule {schedule!r}: choose one of {list(KL_SCHEDULES)}.")
-
-
-def check_schedule(schedule: str, warmup_steps: int, cycle_steps: int, cycle_ratio: float) -> None:
-    """Raise ValueError naming the config key when a schedule's settings cannot work."""
-    if schedule not in KL_SCHEDULES:
-        raise ValueError(f"objective.kl_schedule={schedule!r} is not known: choose one of {list(KL_SCHEDULES)}.")
-    if schedule == "linear" and warmup_steps < 1:
-        raise ValueError(f"objective.warmup_steps={warmup_steps} must be >= 1 for kl_schedule=linear.")
-    if schedule == "cyclical":
-        if cycle_steps < 1:
-            raise ValueError(f"objective.cycle_steps={cycle_steps} must be >= 1 for kl_schedule=cyclical.")
-        if not 0 < cycle_ratio <= 1:
-            raise ValueError(f"objective.cycle_ratio={cycle_ratio} must be in (0, 1].")
+    raise ValueError(f"Unknown KL schedule {schedule!r}: choose constant, linear or cyclical.")

@@ -11,12 +11,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..checks import check_data_args
 from ..errors import DataError, VAEUserError
 from .download import Resource, locate_or_download
 from .idx import read_idx
-
-BINARIZATIONS = ("dynamic", "static", "none")
-
 
 class ImageTensorDataset(Dataset):
     """Images [N, C, H, W] uint8 and labels [N] held in memory.
@@ -86,12 +84,7 @@ class IDXImageDataModule(L.LightningDataModule):
         download: bool = True,
     ):
         super().__init__()
-        if binarize not in BINARIZATIONS:
-            raise VAEUserError(f"data.binarize={binarize!r} is not known: choose one of {list(BINARIZATIONS)}.")
-        for key, value, least in [("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
-                                  ("val_size", val_size, 1), ("num_workers", num_workers, 0)]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise VAEUserError(f"data.{key}={value!r} must be an integer >= {least}.")
+        check_data_args(binarize, batch_size, eval_batch_size, val_size, num_workers)
         self.data_dir = Path(data_dir if data_dir not in (None, "") else default_data_dir()).expanduser()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

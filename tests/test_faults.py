@@ -1,0 +1,148 @@
+"""Faults lose nothing: NaN/Inf stop with the term named, atomic checkpoints, SIGTERM and resume, wandb fallback."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from conftest import PYTHON, ROOT
+from vae_lightning import VAE
+from vae_lightning.data import MNISTDataModule
+from vae_lightning.errors import VAEUserError
+from vae_lightning.faults import AtomicCheckpointIO, NonFiniteError, NonFiniteGuard
+from vae_lightning.run import train
+
+
+def _trainer(tmp_path, **kwargs):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, monitor="val/elbo", mode="max")
+    return L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=tmp_path, callbacks=[ckpt, NonFiniteGuard()],
+                     plugins=[AtomicCheckpointIO()], **kwargs)
+
+
+class NaNAtStep(VAE):
+    """A VAE whose reconstruction term turns NaN at one training step."""
+
+    def __init__(self, bad_step: int, **kwargs):
+        super().__init__(**kwargs)
+        self.bad_step = bad_step
+
+    def forward(self, x, beta=None):
+        terms = super().forward(x, beta)
+        if self.training and self.global_step == self.bad_step:
+            terms.recon = terms.recon * float("nan")
+            terms.loss = terms.loss * float("nan")
+        return terms
+
+
+def test_nan_in_the_loss_stops_naming_the_step_and_term_and_keeps_the_last_good_checkpoint(fake_mnist, tmp_path):
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)  # 5 steps per epoch
+    model = NaNAtStep(bad_step=7, latent_dim=2, hidden_dims=[16])
+    with pytest.raises(NonFiniteError) as err:
+        _trainer(tmp_path).fit(model, dm)
+    message = str(err.value)
+    assert "the loss is not finite at step 7 (epoch 1): the recon term" in message and "recon=nan" in message
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert str(last) in message
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 5  # the end of epoch 0, saved before the fault
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+class InfGradient(VAE):
+    def on_after_backward(self):
+        if self.global_step == 2:
+            self.decoder.net[0].weight.grad[0, 0] = float("inf")
+
+
+def test_inf_in_a_gradient_stops_naming_the_parameter(fake_mnist, tmp_path):
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
+    with pytest.raises(NonFiniteError, match=r"the gradient of decoder\.net\.0\.weight is not finite at step 2"):
+        _trainer(tmp_path).fit(InfGradient(latent_dim=2, hidden_dims=[16]), dm)
+
+
+def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
+
+    def killed_midway(obj, f, *args, **kwargs):
+        f.write(b"\x80\x02partial")
+        raise KeyboardInterrupt  # as if the process were stopped during the write
+
+    monkeypatch.setattr(torch, "save", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "a temporary file was left behind"
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_wandb_that_cannot_start_falls_back_to_csv(fake_mnist, tmp_path, monkeypatch, caplog):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = _compose("logger=wandb", "callbacks=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}",
+                   "trainer.max_epochs=1", "data.val_size=100", "+trainer.enable_progress_bar=false")
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1
+    assert any("logger wandb failed to start" in r.message and "No space left" in r.message for r in caplog.records)
+    assert list(tmp_path.glob("csv/version_*/metrics.csv"))
+
+
+def _start(args, env, cwd):
+    return subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_mid_epoch_saves_and_resume_ends_like_an_uninterrupted_run(fake_mnist, train_env, tmp_path):
+    env = dict(train_env, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
+    common = ["logger=csv", f"data.data_dir={fake_mnist}", "data.val_size=100", "data.batch_size=50",
+              "trainer.max_epochs=3", "callbacks.rich_progress_bar=null", "seed=1"]
+
+    reference = _start([*common, f"hydra.run.dir={tmp_path / 'reference'}"], env, tmp_path)
+    marker = tmp_path / "step"
+    run_dir = tmp_path / "run"
+    slow = ["+callbacks.slow._target_=helpers.SlowDownAndMark", f"+callbacks.slow.marker={marker}"]
+    killed = _start([*common, *slow, f"hydra.run.dir={run_dir}"], env, tmp_path)
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and marker.read_text() and int(marker.read_text()) >= 14):
+        assert killed.poll() is None, killed.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the run never reached step 14"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGTERM)  # mid-way through the second epoch (10 steps per epoch)
+    _, err = killed.communicate(timeout=120)
+    assert killed.returncode == 0, err[-3000:]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 14 <= saved["global_step"] < 20 and saved["epoch"] == 1
+    assert not (run_dir / "metrics.json").exists()
+
+    # The same run directory resumes by itself (ckpt_path=auto).
+    resumed = _start([*common, f"hydra.run.dir={run_dir}"], env, tmp_path)
+    _, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err[-3000:]
+    _, err = reference.communicate(timeout=240)
+    assert reference.returncode == 0, err[-3000:]
+    done, ref = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, tmp_path / "reference"))
+    assert done["steps"] == ref["steps"] == 30 and done["epochs"] == ref["epochs"] == 3
+    # The rest of the interrupted epoch saw a fresh shuffle and fresh binarisation, so the
+    # numbers agree within sampling noise, not to the last digit.
+    assert done["test/elbo"] == pytest.approx(ref["test/elbo"], rel=0.02)

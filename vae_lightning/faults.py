@@ -1,0 +1,118 @@
+"""Faults that must lose nothing: atomic checkpoints, a stop on NaN/Inf, a checkpoint on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from .errors import VAEUserError
+
+log = logging.getLogger("vae_lightning")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save into a temporary file beside the target, fsync, then rename over it.
+
+    A rename within one directory is atomic, so a kill during a save leaves the
+    previous ``last.ckpt`` whole, never a truncated one. (Writing through the
+    system temp directory, as the default does, turns the rename into a copy
+    when that directory is on another filesystem.)
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class NonFiniteError(VAEUserError):
+    """The loss or a gradient became NaN or Inf."""
+
+
+class NonFiniteGuard(L.Callback):
+    """Stop at the first NaN or Inf in the loss or the gradients, naming the step and the term.
+
+    Checks every ``every_n_steps`` optimiser steps (each check waits for the
+    device). Nothing is saved after the fault, so the last checkpoint on disk is
+    the last good one.
+    """
+
+    def __init__(self, every_n_steps: int = 1):
+        self.every_n_steps = every_n_steps
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        """After backward, before the weights change: the loss terms first, then every gradient."""
+        if not self._due(trainer):
+            return
+        terms = {k: v for k, v in getattr(pl_module, "last_terms", {}).items()}
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in terms.values()]) \
+            if terms else None
+        if values is not None and not torch.isfinite(values).all():  # one device sync for all terms
+            bad = [name for name, value in terms.items() if not math.isfinite(float(value)) and name != "loss"]
+            what = " and ".join(f"the {name} term" for name in bad) or "the loss"
+            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            self._stop(trainer, f"the loss is not finite at step {trainer.global_step} (epoch {trainer.current_epoch}): "
+                                f"{what} ({shown})")
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None and not torch.isfinite(param.grad).all():
+                self._stop(trainer, f"the gradient of {name} is not finite at step {trainer.global_step} "
+                                    f"(epoch {trainer.current_epoch})")
+
+    @staticmethod
+    def _stop(trainer: L.Trainer, what: str) -> None:
+        last = _last_checkpoint(trainer)
+        raise NonFiniteError(
+            f"Training stopped: {what}. The last good checkpoint is {last or 'none (no epoch finished)'}. "
+            f"Try a lower model.lr, trainer.gradient_clip_val=1.0, or a larger model.min_sigma."
+        )
+
+
+class CheckpointOnSignal(L.Callback):
+    """On SIGTERM (Lightning stops after the current batch), save ``last.ckpt`` so the run can resume.
+
+    Unlike Lightning's ``OnExceptionCheckpoint`` it saves on SIGTERM only: after a NaN the
+    state is not worth keeping, and the last good ``last.ckpt`` must not be overwritten.
+
+    Resume with the same run directory (``hydra.run.dir=<run dir>``: ``ckpt_path=auto``
+    finds ``checkpoints/last.ckpt``) or with ``ckpt_path=<run dir>/checkpoints/last.ckpt``.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, filename: str = "last.ckpt"):
+        self.path = Path(dirpath) / filename
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            if trainer.is_global_zero:
+                log.info(f"SIGTERM: saved {self.path} at step {trainer.global_step}; resume with "
+                         f"ckpt_path={self.path}")
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str:
+    checkpoint = trainer.checkpoint_callback
+    for attr in ("last_model_path", "best_model_path"):
+        path = getattr(checkpoint, attr, "") if checkpoint is not None else ""
+        if path and os.path.exists(path):
+            return path
+    return ""
