@@ -268,3 +268,17 @@ def test_fashion_mnist_shares_the_loader_and_reads_its_own_folder(tmp_path, fake
     dm.setup()
     assert len(dm.train_set) == 550 and len(dm.test_set) == 200
     assert FashionMNISTDataModule.resources["train_images"].md5 != MNISTDataModule.resources["train_images"].md5
+
+
+def test_a_file_of_the_official_size_with_other_contents_is_reported_corrupt(tmp_path, fake_mnist):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in (fake_mnist / "MNIST" / "raw").glob("*.gz"):
+        (raw / gz.name).write_bytes(gz.read_bytes())
+    # 10000 labels: exactly the size of the official t10k labels, but not their contents.
+    (raw / "t10k-labels-idx1-ubyte.gz").unlink()
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(10_000, dtype=np.uint8))
+    dm = MNISTDataModule(data_dir=tmp_path, download=False)
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte is corrupt: the MD5 of its contents is .* not the "
+                                        r"official 27ae3e4e09519cfbb04c329615203637"):
+        dm.setup()

@@ -146,3 +146,26 @@ def test_sigterm_mid_epoch_saves_and_resume_ends_like_an_uninterrupted_run(fake_
     # The rest of the interrupted epoch saw a fresh shuffle and fresh binarisation, so the
     # numbers agree within sampling noise, not to the last digit.
     assert done["test/elbo"] == pytest.approx(ref["test/elbo"], rel=0.02)
+
+
+def test_auto_resume_takes_the_newest_of_last_and_a_slurm_hpc_checkpoint(tmp_path):
+    from vae_lightning.run import _resume_path
+    assert _resume_path("auto", tmp_path) is None  # a fresh run directory starts afresh
+    (tmp_path / "checkpoints").mkdir()
+    last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
+    last.write_bytes(b"")
+    assert _resume_path("auto", tmp_path) == str(last)
+    hpc.write_bytes(b"")
+    os.utime(last, (1, 1))
+    assert _resume_path("auto", tmp_path) == str(hpc)
+    assert _resume_path(None, tmp_path) is None
+    with pytest.raises(VAEUserError, match="ckpt_path=/no/such.ckpt does not exist"):
+        _resume_path("/no/such.ckpt", tmp_path)
+
+
+def test_bernoulli_on_intensities_warns(fake_mnist, tmp_path, caplog):
+    cfg = _compose("logger=none", "callbacks=none", "data.binarize=none", f"paths.data_dir={fake_mnist}",
+                   f"paths.output_dir={tmp_path}", "trainer.max_epochs=1", "data.val_size=100", "test=false",
+                   "+trainer.enable_progress_bar=false")
+    train(cfg)
+    assert any("model.likelihood=bernoulli on data.binarize=none" in r.message for r in caplog.records)

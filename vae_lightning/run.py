@@ -90,11 +90,15 @@ def _resume_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path in (None, ""):
         return None
     if ckpt_path == "auto":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info(f"Resuming from {last}")
-            return str(last)
-        return None
+        # last.ckpt (end of an epoch, or SIGTERM), or Lightning's hpc_ckpt_N.ckpt (a SLURM
+        # pre-emption with auto-requeue): the newer one.
+        candidates = [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")]
+        existing = [p for p in candidates if p.is_file()]
+        if not existing:
+            return None
+        newest = max(existing, key=lambda p: p.stat().st_mtime)
+        log.info(f"Resuming from {newest}")
+        return str(newest)
     if not Path(ckpt_path).is_file():
         raise VAEUserError(f"ckpt_path={ckpt_path} does not exist: give the path of a .ckpt file, or ckpt_path=auto "
                            f"to resume the run directory's checkpoints/last.ckpt when there is one.")

@@ -15,10 +15,13 @@ from ..errors import DataError
 
 @dataclass(frozen=True)
 class Resource:
-    """One file of a dataset: its published (gzipped) name and MD5."""
+    """One file of a dataset: its published (gzipped) name and MD5, checked after a download,
+    and, where known, the size and MD5 of its uncompressed contents, checked when it is read."""
 
     filename: str  # e.g. "train-images-idx3-ubyte.gz"
     md5: str
+    raw_size: int | None = None
+    raw_md5: str | None = None
 
     @property
     def stem(self) -> str:

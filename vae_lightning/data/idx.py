@@ -8,6 +8,7 @@ row-major order. Files ending in ``.gz`` are gunzipped on the fly.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import struct
@@ -33,10 +34,13 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def read_idx(path: str | os.PathLike) -> torch.Tensor:
+def read_idx(path: str | os.PathLike, official: tuple[int, str] | None = None) -> torch.Tensor:
     """Read an IDX file (optionally gzipped) into a tensor of its stored shape and type.
 
     Raises DataError naming the file when it is not IDX, or is truncated or too long.
+    ``official``: (size, MD5) of the published uncompressed contents; a file of that
+    size must have that MD5 (a file of another size is some other data set, e.g. a
+    subset of one's own, and is only checked for structure).
     """
     path = Path(path)
     try:
@@ -48,6 +52,11 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad header {raw[:4].hex() or 'empty'}). "
                         f"Replace it with the original file.")
+    if official is not None and len(raw) == official[0]:
+        digest = hashlib.md5(raw).hexdigest()
+        if digest != official[1]:
+            raise DataError(f"{path} is corrupt: the MD5 of its contents is {digest}, not the official {official[1]}. "
+                            f"Delete it so that it is downloaded again, or replace it with a good copy.")
     dtype, ndim = IDX_DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:

@@ -119,8 +119,8 @@ class IDXImageDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         files = self._files(allow_download=False)
-        images, labels = self._read_pair(files["train_images"], files["train_labels"])
-        test_images, test_labels = self._read_pair(files["test_images"], files["test_labels"])
+        images, labels = self._read_pair(files, "train_images", "train_labels")
+        test_images, test_labels = self._read_pair(files, "test_images", "test_labels")
         if not 0 < self.val_size < len(images):
             raise VAEUserError(f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
                                f"(the training file has {len(images)} images).")
@@ -138,9 +138,10 @@ class IDXImageDataModule(L.LightningDataModule):
         self.val_set = ImageTensorDataset(val_images, labels[val_idx])
         self.test_set = ImageTensorDataset(test_images, test_labels)
 
-    def _read_pair(self, images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read_pair(self, files: dict[str, Path], images_key: str, labels_key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [N, 1, H, W] uint8 and labels [N] int64, checked to be what they claim."""
-        images, labels = read_idx(images_path), read_idx(labels_path)
+        images_path, labels_path = files[images_key], files[labels_key]
+        images, labels = (read_idx(files[key], self._official(key)) for key in (images_key, labels_key))
         if images.dim() != 3 or tuple(images.shape[1:]) != self.input_shape[1:] or images.dtype != torch.uint8:
             raise DataError(f"{images_path} holds {images.dtype} data of shape {list(images.shape)}, not "
                             f"{self.name} images (uint8, N x {self.input_shape[1]} x {self.input_shape[2]}). "
@@ -152,6 +153,10 @@ class IDXImageDataModule(L.LightningDataModule):
             raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} "
                             f"labels. One of them is from another dataset or split.")
         return images.unsqueeze(1), labels.long()
+
+    def _official(self, key: str) -> tuple[int, str] | None:
+        r = self.resources[key]
+        return (r.raw_size, r.raw_md5) if r.raw_size and r.raw_md5 else None
 
     @staticmethod
     def _fixed_draw(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -202,10 +207,14 @@ class MNISTDataModule(IDXImageDataModule):
         "http://yann.lecun.com/exdb/mnist/",
     )
     resources = {
-        "train_images": Resource("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        "train_labels": Resource("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-        "test_images": Resource("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-        "test_labels": Resource("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        "train_images": Resource("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                 47040016, "6bbc9ace898e44ae57da46a324031adb"),
+        "train_labels": Resource("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
+                                 60008, "a25bea736e30d166cdddb491f175f624"),
+        "test_images": Resource("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
+                                7840016, "2646ac647ad5339dbf082846283269ea"),
+        "test_labels": Resource("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c",
+                                10008, "27ae3e4e09519cfbb04c329615203637"),
     }
 
 
