@@ -65,6 +65,21 @@ def resolve_wandb_mode(mode: str = "auto") -> tuple[str, str]:
     return "online", "API key found and server reachable"
 
 
+def _sweep_group_and_tags() -> tuple[str | None, list[str]]:
+    """In a Hydra multirun: a group named after the sweep directory, and this job's overrides as tags."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):  # not inside a Hydra app
+        return None, []
+    if hc.mode != RunMode.MULTIRUN:
+        return None, []
+    group = "sweep-" + "_".join(Path(hc.sweep.dir).parts[-2:])
+    return group, [item[:64] for item in hc.overrides.task]
+
+
 def wandb_logger(save_dir: str, mode: str = "auto", **kwargs: Any) -> WandbLogger:
     """A WandbLogger that never prompts and never hangs.
 
@@ -78,6 +93,10 @@ def wandb_logger(save_dir: str, mode: str = "auto", **kwargs: Any) -> WandbLogge
     if resolved == "offline":
         log.info(f"wandb runs offline ({reason}); the run is saved under {save_dir}/wandb; "
                  f"upload it later with: wandb sync {save_dir}/wandb/offline-run-*")
+    group, tags = _sweep_group_and_tags()
+    if group and not kwargs.get("group"):
+        kwargs["group"] = group  # the runs of one multirun side by side in the dashboard
+        kwargs["tags"] = [*(kwargs.get("tags") or []), *tags]
     # wandb would otherwise copy the console (progress bars included) into the run.
     os.environ.setdefault("WANDB_CONSOLE", "off")
     if resolved == "disabled":
