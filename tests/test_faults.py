@@ -70,6 +70,19 @@ def test_inf_in_a_gradient_stops_naming_the_parameter(fake_mnist, tmp_path):
         _trainer(tmp_path).fit(InfGradient(latent_dim=2, hidden_dims=[16]), dm)
 
 
+def test_fp16_loss_scaling_overflows_are_left_to_the_grad_scaler(fake_mnist, tmp_path):
+    from lightning.pytorch.plugins.precision import MixedPrecision
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
+    # A huge initial scale: the first steps overflow, the scaler skips them and halves the scale.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**124)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[NonFiniteGuard()], plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
+                        default_root_dir=tmp_path)
+    trainer.fit(VAE(latent_dim=2, hidden_dims=[16]), dm)
+    assert trainer.global_step == 3 and scaler.get_scale() < 2.0**124
+
+
 def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
@@ -85,6 +98,9 @@ def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_whole(tmp_path
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "a temporary file was left behind"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # as a plain open() would make it
 
 
 def _compose(*overrides):

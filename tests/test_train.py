@@ -141,6 +141,8 @@ def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
     ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path=/nonexistent/last.ckpt does not exist"),
     ("objective.free_bits=0.5 objective.name=iwae", "objective.free_bits=0.5 applies to the ELBO only"),
     ("objective.free_bits_group_size=5", "objective.free_bits_group_size=5 must divide model.latent_dim=32"),
+    ("eval.nll_chunk_size=-5", "eval.nll_chunk_size=-5 must be an integer >= 1"),
+    ("model=conv model.activation=swishy", "Unknown activation 'swishy'"),
 ])
 def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, fake_mnist, tmp_path, monkeypatch):
     from vae_lightning.errors import VAEUserError

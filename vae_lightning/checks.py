@@ -51,6 +51,9 @@ def check_model_args(hp: Mapping[str, Any]) -> None:
                             ("adam_eps", "model.adam_eps")]:
         if not _is_number(hp[key]):
             _fail(config_key, hp[key], "must be a number")
+    chunk = hp.get("nll_chunk_size")
+    if chunk is not None and (not _is_int(chunk) or chunk < 1):
+        _fail("eval.nll_chunk_size", chunk, "must be an integer >= 1, or null (as many as keep memory bounded)")
     for key in ("hidden_dims", "channels"):
         values = hp[key]
         if not isinstance(values, (list, tuple)) or not values or not all(_is_int(v) and v >= 1 for v in values):

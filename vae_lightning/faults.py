@@ -33,6 +33,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
@@ -41,6 +42,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        try:  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class NonFiniteError(VAEUserError):
@@ -74,6 +89,8 @@ class NonFiniteGuard(L.Callback):
             shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
             self._stop(trainer, f"the loss is not finite at step {trainer.global_step} (epoch {trainer.current_epoch}): "
                                 f"{what} ({shown})")
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return  # fp16 loss scaling: an overflowing step is skipped by the GradScaler, by design
         for name, param in pl_module.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
                 self._stop(trainer, f"the gradient of {name} is not finite at step {trainer.global_step} "

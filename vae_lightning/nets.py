@@ -16,15 +16,18 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 
 
-def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers of the given sizes, the activation between them (not after the last)."""
+def activation_class(name: str) -> type[nn.Module]:
     try:
-        act = ACTIVATIONS[activation]
+        return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(
-            f"Unknown activation {activation!r}: choose one of {sorted(ACTIVATIONS)} "
-            f"(config key model.activation)."
+            f"Unknown activation {name!r}: choose one of {sorted(ACTIVATIONS)} (config key model.activation)."
         ) from None
+
+
+def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers of the given sizes, the activation between them (not after the last)."""
+    act = activation_class(activation)
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -76,7 +79,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         c, h, w = input_shape
         _check_halvable(h, w, len(channels))
-        act = ACTIVATIONS[activation]
+        act = activation_class(activation)
         layers: list[nn.Module] = []
         for n_in, n_out in zip([c, *channels[:-1]], channels):
             layers += [nn.Conv2d(n_in, n_out, kernel_size=4, stride=2, padding=1), act()]
@@ -101,7 +104,7 @@ class ConvDecoder(nn.Module):
         super().__init__()
         c_out, h, w = output_shape
         _check_halvable(h, w, len(channels))
-        act = ACTIVATIONS[activation]
+        act = activation_class(activation)
         scale = 2 ** len(channels)
         self.start_shape = (channels[-1], h // scale, w // scale)
         self.head = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start_shape)), act())

@@ -91,7 +91,8 @@ def _resume_path(ckpt_path: str | None, output_dir: Path) -> str | None:
         return None
     if ckpt_path == "auto":
         # last.ckpt (end of an epoch, or SIGTERM), or Lightning's hpc_ckpt_N.ckpt (a SLURM
-        # pre-emption with auto-requeue): the newer one.
+        # pre-emption with auto-requeue): the newer one. A requeued job finds them only if its
+        # run directory is the same: hydra.run.dir=outputs/slurm-$SLURM_JOB_ID (README).
         candidates = [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")]
         existing = [p for p in candidates if p.is_file()]
         if not existing:
@@ -180,7 +181,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt = Path(cfg.ckpt_path).expanduser()
     if not ckpt.is_file():
         raise VAEUserError(f"ckpt_path={ckpt} does not exist.")
-    config_path = Path(cfg.config_path) if cfg.get("config_path") else ckpt.parent.parent / "resolved_config.yaml"
+    if cfg.get("config_path"):
+        config_path = Path(cfg.config_path)
+    else:  # <run>/checkpoints/*.ckpt, or <run>/hpc_ckpt_N.ckpt
+        candidates = [ckpt.parent.parent / "resolved_config.yaml", ckpt.parent / "resolved_config.yaml"]
+        config_path = next((p for p in candidates if p.is_file()), candidates[0])
     if not config_path.is_file():
         raise VAEUserError(f"No run config at {config_path}: pass config_path=<run dir>/resolved_config.yaml.")
     run_cfg = OmegaConf.load(config_path)
