@@ -1,11 +1,13 @@
 """Hydra multirun sweeps: one directory per job, a summary table and a rate-distortion plot; trainer presets."""
 
 import csv
+import json
 import struct
+import subprocess
 
 import pytest
 
-from conftest import ROOT
+from conftest import PYTHON, ROOT
 from test_train import _compose, run_train
 
 
@@ -43,3 +45,66 @@ def test_trainer_presets_are_one_word(preset, expected):
     trainer = _compose(f"trainer={preset}").trainer
     assert {k: trainer[k] for k in expected} == expected
     assert trainer._target_ == "lightning.pytorch.Trainer" and trainer.plugins  # the defaults are inherited
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(fake_mnist, train_env, tmp_path):
+    """Train with 2 gloo processes, then evaluate its checkpoint with 1 and with 2 processes."""
+    run_dir = tmp_path / "ddp"
+    result = run_train(["trainer=ddp_cpu", "logger=csv", f"data.data_dir={fake_mnist}", "data.val_size=100",
+                        "data.eval_batch_size=50", "trainer.max_epochs=2", "callbacks.rich_progress_bar=null",
+                        f"hydra.run.dir={run_dir}"], train_env, tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # 500 training images, batch 128 per rank, 2 ranks: 2 steps an epoch (each rank its own shard).
+    assert metrics["steps"] == 4 and metrics["epochs"] == 2
+    assert (run_dir / "train_ddp_process_1.log").exists()  # rank 1 wrote its log into the same run directory
+    (version,) = (run_dir / "csv").iterdir()  # only rank 0 logs
+    assert version.name == "version_0"
+
+    reports = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp")):
+        out = tmp_path / f"eval{devices}"
+        result = subprocess.run(
+            [PYTHON, str(ROOT / "eval.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+             "trainer.accelerator=cpu", f"trainer.devices={devices}", f"trainer.strategy={strategy}",
+             "num_samples=200", "nll_samples=400", f"hydra.run.dir={out}"],
+            cwd=tmp_path, env=train_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[devices] = json.loads((out / "eval_metrics.json").read_text())
+    one, two = reports[1], reports[2]
+    # The analytic KL over the same 200 test images is the same reduced across 2 ranks as on 1.
+    assert two["test/kl"] == pytest.approx(one["test/kl"], rel=1e-5)
+    # Monte-Carlo terms (different noise per rank) agree within their sampling error.
+    for key in ("test/recon", "test/elbo", "test/iwae", "test/nll"):
+        assert two[key] == pytest.approx(one[key], rel=2e-3), key
+
+
+def test_optuna_search_maximises_the_validation_elbo_train_returns(fake_mnist, train_env, tmp_path):
+    sweep = tmp_path / "optuna"
+    result = run_train(["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", "logger=none",
+                        f"data.data_dir={fake_mnist}", "data.val_size=100", "trainer.max_epochs=1",
+                        f"hydra.sweep.dir={sweep}"], train_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import yaml
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    values = [json.loads((sweep / job / "metrics.json").read_text())["val/elbo_best"] for job in ("0", "1")]
+    assert results["best_value"] == pytest.approx(max(values))
+    assert set(results["best_params"]) == {"objective.beta", "model.lr", "model.latent_dim"}
+
+
+def test_joblib_launcher_runs_the_jobs_in_parallel_processes(fake_mnist, train_env, tmp_path):
+    sweep = tmp_path / "joblib"
+    result = run_train(["-m", "launcher=joblib", "logger=none", f"data.data_dir={fake_mnist}", "data.val_size=100",
+                        "trainer.max_epochs=1", "objective.beta=1,2", f"hydra.sweep.dir={sweep}"], train_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    assert all((sweep / job / "metrics.json").is_file() for job in ("0", "1"))
+
+
+def test_slurm_launcher_preset_composes():
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min == 240

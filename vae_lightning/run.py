@@ -125,6 +125,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.world_size > 1:
+        # The weights agree across ranks (DDP broadcasts rank 0's); the noise must not: each rank
+        # draws its own reparameterisation and binarisation samples.
+        L.seed_everything(seed + trainer.global_rank, workers=True, verbose=False)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if trainer.is_global_zero:
@@ -191,8 +195,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_cfg = OmegaConf.load(config_path)
     if cfg.get("data_dir"):
         run_cfg.data.data_dir = cfg.data_dir
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, verbose=False)
+    seed = L.seed_everything(cfg.get("seed"), verbose=False)
 
     datamodule = instantiate(run_cfg.data)
     try:
@@ -203,16 +206,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     except Exception as e:  # not a checkpoint of this project, or a damaged file
         raise VAEUserError(f"Cannot load {ckpt} as a VAE checkpoint: {type(e).__name__}: {e}") from None
     trainer = instantiate(cfg.trainer, enable_checkpointing=False)
+    if trainer.world_size > 1:
+        L.seed_everything(seed + trainer.global_rank, verbose=False)  # each rank its own noise
     start = time.perf_counter()
     (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in results.items()}
     metrics["seconds"] = seconds
     report = {"ckpt_path": str(ckpt), "num_samples": cfg.num_samples, "nll_samples": cfg.nll_samples, **metrics}
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "eval_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"{k:>12} {v:10.3f}" for k, v in sorted(metrics.items())]
-    print(f"evaluated {ckpt} (K={cfg.num_samples} for elbo/iwae, S={cfg.nll_samples} for nll):")
-    print("\n".join(lines))
+    if trainer.is_global_zero:  # the metrics are already reduced across ranks
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "eval_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        lines = [f"{k:>12} {v:10.3f}" for k, v in sorted(metrics.items())]
+        print(f"evaluated {ckpt} (K={cfg.num_samples} for elbo/iwae, S={cfg.nll_samples} for nll):")
+        print("\n".join(lines))
     return metrics
