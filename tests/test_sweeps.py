@@ -12,11 +12,11 @@ from test_train import _compose, run_train
 
 
 def test_beta_sweep_writes_a_summary_and_a_rate_distortion_plot(fake_mnist, train_env, tmp_path):
-    sweep = tmp_path / "sweep"
-    result = run_train(["-m", "logger=none", f"data.data_dir={fake_mnist}", "data.val_size=100", "trainer.max_epochs=1",
+    sweep = tmp_path / "sweep" / "2026-01-02" / "03-04-05"
+    result = run_train(["-m", "logger=wandb", f"data.data_dir={fake_mnist}", "data.val_size=100", "trainer.max_epochs=1",
                         "objective.beta=0.5,1,4", f"hydra.sweep.dir={sweep}"], train_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name != "wandb") == ["0", "1", "2"]
     with open(sweep / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["swept"] for r in rows] == ["objective.beta=0.5", "objective.beta=1", "objective.beta=4"]
@@ -30,6 +30,28 @@ def test_beta_sweep_writes_a_summary_and_a_rate_distortion_plot(fake_mnist, trai
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (720, 540)
     assert "Sweep summary" in result.stdout and "| objective.beta=4 | done |" in result.stdout
+    # wandb: the three runs share a group named after the sweep, with their overrides as tags,
+    # and a sweep_summary run in that group holds the table and the plot.
+    for job, beta in zip("012", ("0.5", "1", "4")):
+        (run_file,) = (sweep / job).glob("wandb/offline-run-*/run-*.wandb")
+        data = run_file.read_bytes()
+        assert b"sweep-2026-01-02_03-04-05" in data and f"objective.beta={beta}".encode() in data
+    (summary_run,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
+    data = summary_run.read_bytes()
+    assert b"sweep_summary" in data and b"sweep-2026-01-02_03-04-05" in data
+    assert list(sweep.glob("wandb/offline-run-*/files/media/images/sweep/rate_distortion_*.png"))
+
+
+def test_ddp_jobs_in_a_multirun_each_get_their_own_directory(fake_mnist, train_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(["-m", "trainer=ddp_cpu", "logger=csv", f"data.data_dir={fake_mnist}", "data.val_size=100",
+                        "trainer.max_epochs=1", "objective.beta=1,2", "callbacks.rich_progress_bar=null",
+                        f"hydra.sweep.dir={sweep}"], train_env, tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["steps"] == 2  # half the batches per rank
+        assert (sweep / job / "train_ddp_process_1.log").is_file()
+    assert result.stdout.count("Sweep summary (") == 1  # written by rank 0 only
 
 
 @pytest.mark.parametrize("preset, expected", [
@@ -57,7 +79,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process(fake_mnist, train_env, tmp
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # 500 training images, batch 128 per rank, 2 ranks: 2 steps an epoch (each rank its own shard).
     assert metrics["steps"] == 4 and metrics["epochs"] == 2
-    assert (run_dir / "train_ddp_process_1.log").exists()  # rank 1 wrote its log into the same run directory
+    # Rank 1 wrote its log into the same run directory, and drew its noise from its own seed.
+    assert "rank 0: noise seed 42" in (run_dir / "train.log").read_text()
+    assert "rank 1: noise seed 43" in (run_dir / "train_ddp_process_1.log").read_text()
     (version,) = (run_dir / "csv").iterdir()  # only rank 0 logs
     assert version.name == "version_0"
 

@@ -129,6 +129,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # The weights agree across ranks (DDP broadcasts rank 0's); the noise must not: each rank
         # draws its own reparameterisation and binarisation samples.
         L.seed_everything(seed + trainer.global_rank, workers=True, verbose=False)
+        log.info(f"rank {trainer.global_rank}: noise seed {seed + trainer.global_rank}")
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if trainer.is_global_zero:

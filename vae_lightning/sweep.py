@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,8 @@ class SweepSummary(Callback):
     rate_distortion.png into the sweep directory and print the table."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) != 0:
+            return  # a DDP rank Lightning started by re-running the command: rank 0 writes the summary
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
