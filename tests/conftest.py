@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vae_lightning.data import write_idx
 
@@ -39,6 +40,16 @@ def make_fake_mnist(root: Path, num_train: int = 600, num_test: int = 200, seed:
     write_idx(raw / "t10k-images-idx3-ubyte.gz", images(num_test))
     write_idx(raw / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, size=num_test, dtype=np.uint8))
     return root
+
+
+@pytest.fixture
+def float64():
+    """Exact comparisons need float64 (and a fixed seed); the default dtype is restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,7 @@ from vae_lightning.objective import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _float64_and_seed():
-    """Exact comparisons need float64; restore the default for the other test files."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 # -- likelihoods ---------------------------------------------------------------------------

@@ -25,13 +25,7 @@ from vae_lightning.schedules import beta_at
 from vae_lightning.likelihoods import Gaussian
 
 
-@pytest.fixture(autouse=True)
-def _float64_and_seed():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _approximate_encoder(model: LinearGaussian, x):
