@@ -1,0 +1,177 @@
+"""Seconds per training epoch of the default MNIST VAE, three ways, on the same machine.
+
+  (a) the framework: `+experiment=mnist` composed from the real configs, trained by Lightning
+      (validation and logging off, the default callbacks on: what a user runs, minus the epilogue);
+  (b) a hand-written PyTorch loop of the same model over a standard DataLoader(TensorDataset)
+      (per-example indexing and collate: how most scripts do it);
+  (c) a hand-written loop that takes batches by slicing one in-memory tensor.
+
+Each way runs in its own process (so peak memory is its own), for --epochs epochs; the first
+epoch is a warm-up and the median of the others is reported. Usage:
+
+    VAE_DATA_DIR=../shared/data python benchmarks/epoch_speed.py --epochs 4 --write benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 128
+
+
+def _images():
+    from vae_lightning.data import MNISTDataModule
+
+    dm = MNISTDataModule(batch_size=BATCH, download=False)
+    dm.setup()
+    return dm.train_set.images  # [55000, 1, 28, 28] uint8, the same split the framework trains on
+
+
+def _model():
+    import torch
+
+    from vae_lightning import VAE
+
+    model = VAE(latent_dim=32, hidden_dims=[512, 256])  # the mnist experiment's model
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def _loop(batches, model, optimizer) -> None:
+    import torch
+
+    for x in batches:
+        loss = model(torch.bernoulli(x)).loss.mean()  # dynamic binarisation per batch, as the framework
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def run_framework(epochs: int) -> list[float]:
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+
+    from vae_lightning.run import instantiate, model_kwargs
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "+experiment=mnist", "logger=none", f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0",
+            "paths.output_dir=/tmp/vae-bench", f"paths.data_dir={os.environ.get('VAE_DATA_DIR', 'data')}",
+            "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "+trainer.enable_progress_bar=false",
+        ])
+    times: list[float] = []
+
+    class EpochTimer(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            times.append(time.perf_counter() - self.start)
+
+    L.seed_everything(0, verbose=False)
+    dm = instantiate(cfg.data)
+    model = instantiate(cfg.model, input_shape=list(dm.input_shape), **model_kwargs(cfg), _convert_="all")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [EpochTimer()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer.fit(model, datamodule=dm)
+    return times
+
+
+def run_dataloader(epochs: int) -> list[float]:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    data = TensorDataset(_images().float() / 255)
+    loader = DataLoader(data, batch_size=BATCH, shuffle=True)
+    model, optimizer = _model()
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        _loop((x for (x,) in loader), model, optimizer)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_slicing(epochs: int) -> list[float]:
+    import torch
+
+    torch.manual_seed(0)
+    images = _images()
+    model, optimizer = _model()
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(images))
+        _loop((images[order[i:i + BATCH]].float() / 255 for i in range(0, len(images), BATCH)), model, optimizer)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+WAYS = {"a": ("framework (+experiment=mnist via Lightning)", run_framework),
+        "b": ("hand-written loop, DataLoader(TensorDataset)", run_dataloader),
+        "c": ("hand-written loop, tensor slicing", run_slicing)}
+
+
+def child(way: str, epochs: int) -> None:
+    times = WAYS[way][1](epochs)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"times": times, "peak_rss_mib": peak_mib}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per way; the first is a warm-up")
+    parser.add_argument("--write", type=Path, help="write the results as Markdown to this file")
+    parser.add_argument("--child", choices=sorted(WAYS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.epochs)
+
+    results = {}
+    for way in WAYS:
+        out = subprocess.run([sys.executable, __file__, "--child", way, "--epochs", str(args.epochs)],
+                             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        results[way] = json.loads(out.stdout.strip().splitlines()[-1])
+    import torch
+
+    n = 55_000
+    rows = []
+    for way, (label, _) in WAYS.items():
+        t = statistics.median(results[way]["times"][1:] or results[way]["times"])
+        results[way]["median"] = t
+        rows.append(f"| ({way}) {label} | {t:.2f} | {n / t:,.0f} | {results[way]['peak_rss_mib']:.0f} |")
+    a, b, c = (results[w]["median"] for w in "abc")
+    machine = (f"{platform.node() or 'this machine'}: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}")
+    text = "\n".join([
+        "# Epoch speed: framework against hand-written loops",
+        "",
+        f"Command: `VAE_DATA_DIR=../shared/data python benchmarks/epoch_speed.py --epochs {args.epochs}`",
+        f"Machine: {machine}",
+        f"Model: the `+experiment=mnist` MLP VAE (784-512-256-32, Bernoulli, K = 1), batch {BATCH}, "
+        f"55,000 training images, dynamic binarisation; median of {max(args.epochs - 1, 1)} epochs after a warm-up.",
+        "",
+        "| way | s / epoch | images / s | peak RSS (MiB) |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"Ratios: a/b = {a / b:.2f} (target <= 1.0), a/c = {a / c:.2f} (target <= 1.15).",
+        "",
+    ])
+    print(text)
+    if args.write:
+        args.write.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
