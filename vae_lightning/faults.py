@@ -91,6 +91,9 @@ class NonFiniteGuard(L.Callback):
                                 f"{what} ({shown})")
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             return  # fp16 loss scaling: an overflowing step is skipped by the GradScaler, by design
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads or torch.isfinite(_total_norm(grads)):  # one fused pass over all of them
+            return
         for name, param in pl_module.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
                 self._stop(trainer, f"the gradient of {name} is not finite at step {trainer.global_step} "
@@ -124,6 +127,13 @@ class CheckpointOnSignal(L.Callback):
             if trainer.is_global_zero:
                 log.info(f"SIGTERM: saved {self.path} at step {trainer.global_step}; resume with "
                          f"ckpt_path={self.path}")
+
+
+def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all tensors together: non-finite as soon as one value is."""
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6, foreach kernels
+        return torch.nn.utils.get_total_norm(tensors)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str:
