@@ -53,7 +53,7 @@ def test_checkpoint_round_trip_without_the_config(fake_mnist, tmp_path):
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     loaded = VAE.load_from_checkpoint(tmp_path / "m.ckpt")
-    assert loaded.hparams.beta == 0.5 and loaded.num_samples == 2
+    assert loaded.hparams.beta == 0.5 and loaded.hparams.num_samples == 2
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(loaded.reconstruct(x), model.reconstruct(x))
     # Logged names are the public contract.

@@ -74,6 +74,20 @@ def test_iwae_objective_trains_on_minus_the_bound():
     torch.testing.assert_close(terms.elbo, -(terms.recon + terms.kl))
 
 
+def test_elbo_objective_computes_the_iwae_bound_only_when_asked():
+    model = LinearGaussian.make()
+    x = model.sample_x(6)
+    mu, logvar = _approximate_encoder(model, x)
+    args = (x, mu, logvar, model.decode, Gaussian(model.s), 10)
+    assert elbo_terms(*args).iwae is None
+    torch.manual_seed(2)
+    asked = elbo_terms(*args, with_iwae=True)
+    torch.manual_seed(2)
+    trained = elbo_terms(*args, objective="iwae")
+    torch.testing.assert_close(asked.iwae, trained.iwae)  # the same bound on the same samples
+    torch.testing.assert_close(asked.loss, asked.recon + asked.kl)  # while the loss stays the ELBO's
+
+
 def test_iwae_with_beta_weights_the_prior_ratio_of_the_same_samples():
     model = LinearGaussian.make()
     x = model.sample_x(4)

@@ -80,10 +80,8 @@ class NonFiniteGuard(L.Callback):
         """After backward, before the weights change: the loss terms first, then every gradient."""
         if not self._due(trainer):
             return
-        terms = {k: v for k, v in getattr(pl_module, "last_terms", {}).items()}
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in terms.values()]) \
-            if terms else None
-        if values is not None and not torch.isfinite(values).all():  # one device sync for all terms
+        terms = getattr(pl_module, "last_terms", None)  # 0-dim tensors of the model's dtype
+        if terms and not torch.isfinite(torch.stack(list(terms.values()))).all():  # one device sync for all
             bad = [name for name, value in terms.items() if not math.isfinite(float(value)) and name != "loss"]
             what = " and ".join(f"the {name} term" for name in bad) or "the loss"
             shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())

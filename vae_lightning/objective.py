@@ -111,7 +111,7 @@ class ElboTerms:
     loss:  what training minimises: recon + beta * kl for the ELBO (with the
            free-bits floor if set), -L_K for IWAE.
     iwae:  the importance-weighted bound L_K over the same K samples (with the
-           true weights, beta = 1).
+           true weights, beta = 1); None unless asked for (``with_iwae``) or trained on.
     kl_per_dim: [B, D], the KL of each latent dimension.
     mu, logvar: [B, D], the q(z|x) they were computed with.
     """
@@ -120,7 +120,7 @@ class ElboTerms:
     kl: torch.Tensor
     elbo: torch.Tensor
     loss: torch.Tensor
-    iwae: torch.Tensor
+    iwae: torch.Tensor | None
     kl_per_dim: torch.Tensor
     mu: torch.Tensor
     logvar: torch.Tensor
@@ -137,6 +137,7 @@ def elbo_terms(
     objective: str = "elbo",
     free_bits: float = 0.0,
     free_bits_group_size: int = 1,
+    with_iwae: bool = False,
 ) -> ElboTerms:
     """Estimate the bounds of a batch with K Monte-Carlo samples of z per example.
 
@@ -153,6 +154,8 @@ def elbo_terms(
     objective ``elbo``: loss = recon + beta * kl (kl floored per group by free bits).
     objective ``iwae``: loss = -L_K with log w_k = log p(x|z_k) + beta * log p(z_k)/q(z_k|x);
     beta = 1 is the bound of Burda et al., beta < 1 a warm-up of it.
+    ``with_iwae``: also return L_K for an ELBO objective (the log densities of z it needs
+    are not computed otherwise).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
@@ -164,8 +167,10 @@ def elbo_terms(
     recon = -log_px_z.mean(dim=0)  # [B]
     kl_per_dim = gaussian_kl_per_dim(mu, logvar)  # [B, D]
     kl = kl_per_dim.sum(-1)  # [B]
-    log_prior_ratio = standard_normal_log_density(z) - gaussian_log_density(z, mu, logvar)  # [K, B]
-    iwae = iwae_bound(log_px_z + log_prior_ratio)
+    iwae = None
+    if objective == "iwae" or with_iwae:
+        log_prior_ratio = standard_normal_log_density(z) - gaussian_log_density(z, mu, logvar)  # [K, B]
+        iwae = iwae_bound(log_px_z + log_prior_ratio)
     if objective == "iwae":
         loss = -(iwae if beta == 1.0 else iwae_bound(log_px_z + beta * log_prior_ratio))
     elif free_bits > 0:

@@ -47,7 +47,7 @@ def instantiate(cfg: Any, **kwargs: Any) -> Any:
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate each entry of a group such as ``callbacks`` or ``logger`` (null entries skipped)."""
+    """Instantiate each entry of a group such as ``callbacks`` (null entries skipped)."""
     if not group:
         return []
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
