@@ -179,6 +179,8 @@ def test_data_dir_defaults_to_the_environment_variable(tmp_path, monkeypatch):
 # -- splits and binarisation ---------------------------------------------------------------
 
 class _FakeTrainer:
+    global_rank, world_size = 0, 1
+
     def __init__(self, training):
         self.training = training
 
@@ -282,3 +284,64 @@ def test_a_file_of_the_official_size_with_other_contents_is_reported_corrupt(tmp
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte is corrupt: the MD5 of its contents is .* not the "
                                         r"official 27ae3e4e09519cfbb04c329615203637"):
         dm.setup()
+
+
+# -- the in-memory tensor loader ------------------------------------------------------------
+
+from vae_lightning.data.batches import TensorBatches  # noqa: E402
+
+
+def _epoch(loader, epoch):
+    loader.sampler.set_epoch(epoch)
+    return torch.cat([x for x, in loader])
+
+
+def test_tensor_batches_shuffle_each_epoch_from_the_seed_and_cover_every_example():
+    data = torch.arange(1000)
+    loader = TensorBatches((data,), batch_size=128, shuffle=True, seed=5)
+    assert len(loader) == 8 and [len(x) for x, in loader] == [128] * 7 + [104]
+    e0, e1 = _epoch(loader, 0), _epoch(loader, 1)
+    assert torch.equal(e0.sort().values, data) and torch.equal(e1.sort().values, data)
+    assert not torch.equal(e0, e1)  # a new order every epoch ...
+    again = TensorBatches((data,), batch_size=128, shuffle=True, seed=5)
+    assert torch.equal(_epoch(again, 1), e1)  # ... fixed by seed + epoch, so a resumed run sees the same one
+    assert not torch.equal(_epoch(TensorBatches((data,), 128, shuffle=True, seed=6), 1), e1)
+
+
+def test_tensor_batches_keep_tensors_aligned_and_drop_last():
+    images, labels = torch.arange(100).repeat_interleave(3).view(100, 3), torch.arange(100)
+    loader = TensorBatches((images, labels), batch_size=32, shuffle=True, drop_last=True)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3 and all(len(y) == 32 for _, y in batches)
+    for x, y in batches:
+        assert torch.equal(x, y[:, None].expand(-1, 3))
+    unshuffled = list(TensorBatches((labels,), batch_size=32))
+    assert torch.equal(torch.cat([y for y, in unshuffled]), labels)
+    assert unshuffled[0][0].data_ptr() == labels.data_ptr()  # evaluation batches are views, not copies
+
+
+@pytest.mark.parametrize("size, world", [(1000, 2), (1001, 3), (7, 4)])
+def test_tensor_batches_deal_each_process_its_own_share(size, world):
+    data = torch.arange(size)
+    train = [TensorBatches((data,), 16, shuffle=True, seed=1, rank=r, world_size=world) for r in range(world)]
+    shares = [_epoch(loader, 3) for loader in train]
+    # Training: every process the same number of steps and examples (padded by wrapping round, as
+    # DistributedSampler), together every example, none twice beyond the padding.
+    assert len({len(loader) for loader in train}) == 1 and len({len(s) for s in shares}) == 1
+    together = torch.cat(shares)
+    assert torch.equal(together.unique(), data) and len(together) - size < world
+    # Evaluation: contiguous shares with no padding, so means over all processes are exact.
+    evals = [torch.cat([x for x, in TensorBatches((data,), 16, rank=r, world_size=world)]) for r in range(world)]
+    assert torch.equal(torch.cat(evals), data)
+
+
+def test_datamodule_loader_options(fake_mnist):
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=50, loader="dataloader")
+    dm.setup()
+    assert isinstance(dm.train_dataloader(), torch.utils.data.DataLoader)
+    assert sum(len(x) for x, _ in dm.train_dataloader()) == 500
+    with pytest.raises(VAEUserError, match=r"data.num_workers=2 applies to data.loader=dataloader only"):
+        MNISTDataModule(data_dir=fake_mnist, num_workers=2)
+    with pytest.raises(VAEUserError, match=r"data.loader='lmdb' is not known"):
+        MNISTDataModule(data_dir=fake_mnist, loader="lmdb")
+    MNISTDataModule(data_dir=fake_mnist, num_workers=2, pin_memory=True, loader="dataloader")  # fine there

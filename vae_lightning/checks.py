@@ -20,6 +20,7 @@ LR_SCHEDULES = ("constant", "cosine", "burda")
 OBJECTIVES = ("elbo", "iwae")
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 BINARIZATIONS = ("dynamic", "static", "none")
+LOADERS = ("tensor", "dataloader")
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
 MULTI_DEVICE_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "deepspeed")
@@ -85,7 +86,8 @@ def check_model_args(hp: Mapping[str, Any]) -> None:
             _fail(config_key, hp[arg], rule)
 
 
-def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, val_size: Any, num_workers: Any) -> None:
+def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, val_size: Any, num_workers: Any,
+                    loader: Any = "tensor", pin_memory: Any = False, on_device: Any = "auto") -> None:
     """The image DataModules' arguments (data group)."""
     if binarize not in BINARIZATIONS:
         _fail("data.binarize", binarize, f"is not known: choose one of {list(BINARIZATIONS)}")
@@ -93,6 +95,14 @@ def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, val_si
                               ("val_size", val_size, 1), ("num_workers", num_workers, 0)]:
         if not _is_int(value) or value < least:
             _fail(f"data.{key}", value, f"must be an integer >= {least}")
+    if loader not in LOADERS:
+        _fail("data.loader", loader, f"is not known: choose one of {list(LOADERS)}")
+    if on_device not in (True, False, "auto"):
+        _fail("data.on_device", on_device, "must be true, false or auto")
+    if loader == "tensor" and (num_workers or pin_memory):
+        key, value = ("data.num_workers", num_workers) if num_workers else ("data.pin_memory", pin_memory)
+        _fail(key, value, "applies to data.loader=dataloader only: the tensor loader slices batches out of memory "
+                          "in the main process (set data.loader=dataloader to use worker processes)")
 
 
 def _device_count(accelerator: str) -> int | None:

@@ -80,18 +80,21 @@ class NonFiniteGuard(L.Callback):
         """After backward, before the weights change: the loss terms first, then every gradient."""
         if not self._due(trainer):
             return
-        terms = getattr(pl_module, "last_terms", None)  # 0-dim tensors of the model's dtype
-        if terms and not torch.isfinite(torch.stack(list(terms.values()))).all():  # one device sync for all
-            bad = [name for name, value in terms.items() if not math.isfinite(float(value)) and name != "loss"]
+        terms = getattr(pl_module, "last_terms", None) or {}  # 0-dim tensors of the model's dtype
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
+        # fp16 loss scaling: an overflowing step is skipped by the GradScaler, by design.
+        grads = [] if scaled else [p.grad for p in pl_module.parameters() if p.grad is not None]
+        checked = [t.reshape(1).float() for t in terms.values()]
+        if grads:
+            checked.append(_total_norm(grads).reshape(1).float())  # one fused pass over all gradients
+        if not checked or torch.isfinite(torch.cat(checked)).all():  # the one device sync of the step
+            return
+        bad = [name for name, value in terms.items() if not math.isfinite(float(value)) and name != "loss"]
+        if bad or any(not math.isfinite(float(v)) for v in terms.values()):
             what = " and ".join(f"the {name} term" for name in bad) or "the loss"
             shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
             self._stop(trainer, f"the loss is not finite at step {trainer.global_step} (epoch {trainer.current_epoch}): "
                                 f"{what} ({shown})")
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
-            return  # fp16 loss scaling: an overflowing step is skipped by the GradScaler, by design
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if not grads or torch.isfinite(_total_norm(grads)):  # one fused pass over all of them
-            return
         for name, param in pl_module.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
                 self._stop(trainer, f"the gradient of {name} is not finite at step {trainer.global_step} "

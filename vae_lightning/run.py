@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -106,6 +109,15 @@ def _resume_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return ckpt_path
 
 
+def _compiled(model: L.LightningModule, trainer: L.Trainer) -> L.LightningModule:
+    """``torch.compile`` the model's forward pass (Lightning unwraps the result and trains the module)."""
+    if trainer.strategy.root_device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("c++")
+                                                            or shutil.which("g++") or shutil.which("clang++")):
+        raise VAEUserError("compile=true on the CPU needs a C++ compiler (g++ or clang++, or $CXX), and none "
+                           "was found: install one or leave compile=false.")
+    return torch.compile(model)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, validate and test one model as the config says; return the final metrics.
 
@@ -125,6 +137,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_loggers(cfg.get("logger"), output_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.get("compile"):
+        model = _compiled(model, trainer)
     if trainer.world_size > 1:
         # The weights agree across ranks (DDP broadcasts rank 0's); the noise must not: each rank
         # draws its own reparameterisation and binarisation samples.

@@ -13,8 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..checks import check_data_args
 from ..errors import DataError, VAEUserError
+from .batches import TensorBatches
 from .download import Resource, locate_or_download
 from .idx import read_idx
+
 
 class ImageTensorDataset(Dataset):
     """Images [N, C, H, W] uint8 and labels [N] held in memory.
@@ -63,6 +65,15 @@ class IDXImageDataModule(L.LightningDataModule):
 
     The validation split is ``val_size`` images of the training file, picked with
     ``split_seed``; the test file is the test split.
+
+    loader:
+      ``tensor``     - (default) each split is one uint8 tensor and batches are taken by slicing
+                      (:class:`TensorBatches`): one permutation per epoch from
+                      ``shuffle_seed + epoch``, no per-example Python, each DDP process its
+                      own share. With ``on_device`` (``auto``: when training on a GPU) the
+                      tensors live on the training device.
+      ``dataloader`` - a standard ``DataLoader`` (``num_workers``, ``pin_memory``; Lightning adds
+                      the ``DistributedSampler``), for data that does not fit in memory.
     """
 
     #: Set by subclasses.
@@ -82,9 +93,12 @@ class IDXImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         download: bool = True,
+        loader: str = "tensor",
+        shuffle_seed: int = 0,
+        on_device: bool | str = "auto",
     ):
         super().__init__()
-        check_data_args(binarize, batch_size, eval_batch_size, val_size, num_workers)
+        check_data_args(binarize, batch_size, eval_batch_size, val_size, num_workers, loader, pin_memory, on_device)
         self.data_dir = Path(data_dir if data_dir not in (None, "") else default_data_dir()).expanduser()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -94,6 +108,9 @@ class IDXImageDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.download = download
+        self.loader = loader
+        self.shuffle_seed = shuffle_seed
+        self.on_device = on_device
         self.train_set = self.val_set = self.test_set = None
 
     # -- files -------------------------------------------------------------------------
@@ -134,9 +151,22 @@ class IDXImageDataModule(L.LightningDataModule):
             test_images = self._fixed_draw(test_images, generator)
             if self.binarize == "static":
                 train_images = self._fixed_draw(train_images, generator)
-        self.train_set = ImageTensorDataset(train_images, labels[train_idx])
-        self.val_set = ImageTensorDataset(val_images, labels[val_idx])
-        self.test_set = ImageTensorDataset(test_images, test_labels)
+        device = self._data_device()
+        self.train_set = ImageTensorDataset(train_images.to(device), labels[train_idx].to(device))
+        self.val_set = ImageTensorDataset(val_images.to(device), labels[val_idx].to(device))
+        self.test_set = ImageTensorDataset(test_images.to(device), test_labels.to(device))
+
+    def _data_device(self) -> torch.device:
+        """Where the splits are kept: the training device with the tensor loader and ``on_device``
+        (``auto``: an accelerator, not the CPU), else host memory."""
+        trainer = self._trainer_or_none()
+        if self.loader != "tensor" or trainer is None or self.on_device is False:
+            return torch.device("cpu")
+        device = trainer.strategy.root_device
+        return device if self.on_device is True or device.type != "cpu" else torch.device("cpu")
+
+    def _trainer_or_none(self):
+        return self.trainer  # None until a Trainer uses this DataModule
 
     def _read_pair(self, files: dict[str, Path], images_key: str, labels_key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [N, 1, H, W] uint8 and labels [N] int64, checked to be what they claim."""
@@ -164,9 +194,14 @@ class IDXImageDataModule(L.LightningDataModule):
         return (draw * 255).to(torch.uint8)
 
     # -- loaders -----------------------------------------------------------------------
-    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: ImageTensorDataset | None, batch_size: int, shuffle: bool) -> TensorBatches | DataLoader:
         if dataset is None:
             raise RuntimeError("setup() has not run: call datamodule.setup() first.")
+        if self.loader == "tensor":
+            trainer = self._trainer_or_none()
+            rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            return TensorBatches((dataset.images, dataset.labels), batch_size, shuffle=shuffle,
+                                 seed=self.shuffle_seed, rank=rank, world_size=world_size)
         if self.num_workers == 0:
             # The data is in memory and batches come by slicing: workers would only add copies.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -180,13 +215,13 @@ class IDXImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
