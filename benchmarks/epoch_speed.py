@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per way; the first is a warm-up")
     parser.add_argument("--write", type=Path, help="write the results as Markdown to this file")
     parser.add_argument("--ways", default="".join(WAYS), help="which ways to run (default: all, %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="run every way this many times, interleaved, so a slow spell of a shared machine "
+                             "does not fall on one way only")
     parser.add_argument("--child", choices=sorted(WAYS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -152,18 +155,21 @@ def main() -> None:
     ways = [w for w in WAYS if w in args.ways]
     if not set("abc") <= set(ways):
         parser.error("--ways must include a, b and c (the ratios need them)")
-    results = {}
-    for way in ways:
-        out = subprocess.run([sys.executable, __file__, "--child", way, "--epochs", str(args.epochs)],
-                             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        results[way] = json.loads(out.stdout.strip().splitlines()[-1])
+    results = {way: {"times": [], "peak_rss_mib": 0.0} for way in ways}
+    for _ in range(args.rounds):
+        for way in ways:
+            out = subprocess.run([sys.executable, __file__, "--child", way, "--epochs", str(args.epochs)],
+                                 capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            results[way]["times"] += result["times"][1:] or result["times"]  # without each run's warm-up epoch
+            results[way]["peak_rss_mib"] = max(results[way]["peak_rss_mib"], result["peak_rss_mib"])
     import torch
 
     n = 55_000
     rows = []
     for way in ways:
         label = WAYS[way][0]
-        t = statistics.median(results[way]["times"][1:] or results[way]["times"])
+        t = statistics.median(results[way]["times"])
         results[way]["median"] = t
         rows.append(f"| ({way}) {label} | {t:.2f} | {n / t:,.0f} | {results[way]['peak_rss_mib']:.0f} |")
     a, b, c = (results[w]["median"] for w in "abc")
@@ -172,11 +178,12 @@ def main() -> None:
     text = "\n".join([
         "# Epoch speed: framework against hand-written loops",
         "",
-        f"Command: `VAE_DATA_DIR=../shared/data python benchmarks/epoch_speed.py --epochs {args.epochs}"
+        f"Command: `VAE_DATA_DIR=../shared/data python benchmarks/epoch_speed.py --epochs {args.epochs} --rounds {args.rounds}"
         f"{'' if ways == list(WAYS) else ' --ways ' + ''.join(ways)}`",
         f"Machine: {machine}",
         f"Model: the `+experiment=mnist` MLP VAE (784-512-256-32, Bernoulli, K = 1), batch {BATCH}, "
-        f"55,000 training images, dynamic binarisation; median of {max(args.epochs - 1, 1)} epochs after a warm-up.",
+        f"55,000 training images, dynamic binarisation; each way run {args.rounds} times in its own process "
+        f"(interleaved), median of the {max(args.epochs - 1, 1) * args.rounds} epochs after each run's warm-up epoch.",
         "",
         "| way | s / epoch | images / s | peak RSS (MiB) |",
         "|---|---|---|---|",

@@ -17,6 +17,9 @@ QUICK = ["trainer.max_epochs=2", "data.val_size=100", "data.batch_size=50", "dat
 
 
 def run_train(args, env, cwd, timeout=240):
+    """train.py in a subprocess; the image logger off unless a test asks for it (it costs seconds)."""
+    if not any("image_logger" in a for a in args):
+        args = [*args, "++callbacks.image_logger.every_n_epochs=0"]
     return subprocess.run(
         [PYTHON, str(ROOT / "train.py"), *args],
         cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,

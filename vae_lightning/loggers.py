@@ -101,4 +101,25 @@ def wandb_logger(save_dir: str, mode: str = "auto", **kwargs: Any) -> WandbLogge
     os.environ.setdefault("WANDB_CONSOLE", "off")
     if resolved == "disabled":
         kwargs["mode"] = "disabled"
-    return WandbLogger(save_dir=save_dir, offline=resolved == "offline", **kwargs)
+    offline = resolved == "offline"
+    log_model = kwargs.pop("log_model", False)
+    # Lightning refuses log_model offline, but wandb keeps the artifact in the offline run and
+    # `wandb sync` uploads it with the rest: ask for it after construction.
+    logger = WandbLogger(save_dir=save_dir, offline=offline, log_model=False if offline else log_model, **kwargs)
+    logger._log_model = log_model
+    return logger
+
+
+def define_wandb_metrics(logger: WandbLogger) -> None:
+    """Summaries the runs table shows: the best validation bound (max), the lowest validation
+    recon and KL; the rest keep their last value. Charts group by prefix into the sections
+    ``train/``, ``val/``, ``test/`` and ``images/``, all against ``trainer/global_step``."""
+    run = logger.experiment
+    if not hasattr(run, "define_metric"):  # rank > 0: a dummy
+        return
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    for key in ("val/elbo", "val/iwae"):
+        run.define_metric(key, step_metric="trainer/global_step", summary="max,last")
+    for key in ("val/recon", "val/kl"):
+        run.define_metric(key, step_metric="trainer/global_step", summary="min,last")

@@ -68,9 +68,11 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
 def _instantiate_loggers(group: DictConfig | None, output_dir: Path) -> list[Any]:
     """The logger group; a logger that cannot start (wandb: no network, no disk, init error)
     is replaced by a CSV logger with one warning, so the run goes on and loses nothing."""
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-    loggers = []
+    from .loggers import define_wandb_metrics
+
+    loggers, failed = [], False
     for name, entry in (group or {}).items():
         if entry is None or "_target_" not in entry:
             continue
@@ -82,8 +84,13 @@ def _instantiate_loggers(group: DictConfig | None, output_dir: Path) -> list[Any
         except Exception as e:
             log.warning(f"logger {name} failed to start ({type(e).__name__}: {e}); logging to CSV in "
                         f"{output_dir / 'csv'} instead.")
-            logger = CSVLogger(save_dir=output_dir, name="csv")
+            failed = True
+            continue
+        if isinstance(logger, WandbLogger):
+            define_wandb_metrics(logger)
         loggers.append(logger)
+    if failed and not any(isinstance(logger, CSVLogger) for logger in loggers):
+        loggers.append(CSVLogger(save_dir=output_dir, name="csv"))
     return loggers
 
 

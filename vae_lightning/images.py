@@ -1,0 +1,293 @@
+"""Pictures of what a VAE learned: reconstructions, prior samples, latent traversals and, for a
+2-D latent space, the decoded manifold and a scatter of codes. Written as PNG files in the run
+directory, and logged to wandb under ``images/`` when the wandb logger is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+log = logging.getLogger("vae_lightning")
+
+#: Figure sizes in inches at DPI dots per inch: the PNGs are exactly these sizes in pixels.
+DPI = 100
+FIGSIZES = {
+    "reconstructions": (8.0, 5.0),
+    "samples": (6.0, 6.5),
+    "traversals": (8.0, 7.0),
+    "manifold": (7.0, 7.5),
+    "latent_scatter": (7.0, 6.0),
+}
+
+
+def png_size(name: str) -> tuple[int, int]:
+    """(width, height) in pixels of the PNG called ``name``."""
+    w, h = FIGSIZES[name]
+    return round(w * DPI), round(h * DPI)
+
+
+def tile(images: torch.Tensor, ncol: int, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """Images [N, C, H, W] in [0, 1] as one [H', W', C] array, ``ncol`` per row, ``pad`` pixels apart."""
+    n, c, h, w = images.shape
+    nrow = math.ceil(n / ncol)
+    grid = torch.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=images.dtype)
+    for i, image in enumerate(images):
+        r, k = divmod(i, ncol)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        grid[:, top : top + h, left : left + w] = image
+    return grid.permute(1, 2, 0)
+
+
+def _show(ax, grid: torch.Tensor) -> None:
+    grid = grid.clamp(0, 1).float().numpy()
+    if grid.shape[-1] == 1:
+        ax.imshow(grid[..., 0], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+
+
+def _row_ticks(ax, labels: list[str], cell: int, pad: int = 2) -> None:
+    ax.set_yticks([pad + i * (cell + pad) + cell / 2 for i in range(len(labels))], labels)
+    ax.tick_params(axis="y", length=0)
+
+
+class ImageLogger(L.Callback):
+    """Render the model's pictures every ``every_n_epochs`` epochs (and after the last one).
+
+    The inputs (validation images picked with ``seed``), the prior noise and the traversal
+    range are fixed for the whole run, so the frames of successive epochs compare directly.
+
+      reconstructions   ``num_inputs`` validation images above their reconstructions (means of p(x|z) at z = mu(x))
+      samples           means of p(x|z) for ``num_samples`` fixed draws z ~ N(0, I)
+      traversals        the first input's code with each of the ``traversal_dims`` dimensions of largest
+                        KL swept over [-traversal_range, traversal_range] (``traversal_steps`` values)
+      manifold          2-D latent space only: decoded grid at the N(0, 1) quantiles 0.05..0.95
+      latent_scatter    2-D latent space only: mu(x) of ``scatter_points`` test images, coloured by label
+
+    Files: ``<dirpath>/<name>/epoch_NNN.png`` (sizes in :data:`FIGSIZES`); with a wandb logger
+    also ``images/<name>`` in the run, at the trainer's global step. ``every_n_epochs=0`` turns
+    it off. Rank 0 renders; under FSDP (sharded weights) it is skipped.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 5, num_inputs: int = 16, num_samples: int = 64,
+                 traversal_dims: int = 8, traversal_steps: int = 11, traversal_range: float = 3.0,
+                 manifold_steps: int = 20, scatter_points: int = 2000, seed: int = 0):
+        for key, value, least in [("every_n_epochs", every_n_epochs, 0), ("num_inputs", num_inputs, 1),
+                                  ("num_samples", num_samples, 1), ("traversal_dims", traversal_dims, 1),
+                                  ("traversal_steps", traversal_steps, 2), ("manifold_steps", manifold_steps, 2),
+                                  ("scatter_points", scatter_points, 1)]:
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                from .errors import VAEUserError
+
+                raise VAEUserError(f"callbacks.image_logger.{key}={value!r} must be an integer >= {least}.")
+        self.dirpath = Path(dirpath)
+        self.every_n_epochs = every_n_epochs
+        self.num_inputs, self.num_samples = num_inputs, num_samples
+        self.traversal_dims, self.traversal_steps, self.traversal_range = traversal_dims, traversal_steps, traversal_range
+        self.manifold_steps, self.scatter_points, self.seed = manifold_steps, scatter_points, seed
+        self._fixed: dict[str, torch.Tensor] | None = None
+        self._rendered_epoch = -1
+        self.written: list[Path] = []
+
+    # -- when ----------------------------------------------------------------------------
+    def _due(self, trainer: L.Trainer) -> bool:
+        if self.every_n_epochs == 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return False
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
+        return epoch % self.every_n_epochs == 0 or last
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and self._due(trainer):
+            self.render(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Stopped early (max_time, max_steps, early stopping) or no validation: the final pictures anyway.
+        if self.every_n_epochs and trainer.is_global_zero and self._rendered_epoch != trainer.current_epoch - 1 \
+                and self._rendered_epoch != trainer.current_epoch:
+            self.render(trainer, pl_module)
+
+    # -- what ----------------------------------------------------------------------------
+    def _fixed_inputs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        """Validation inputs, test codes' inputs and prior noise: drawn once, used every time."""
+        if self._fixed is not None:
+            return self._fixed
+        generator = torch.Generator().manual_seed(self.seed)
+        datamodule = trainer.datamodule
+        val_set = getattr(datamodule, "val_set", None)
+        if val_set is not None and hasattr(val_set, "images"):
+            pick = torch.randperm(len(val_set.images), generator=generator)[: self.num_inputs]
+            inputs = val_set.images[pick.to(val_set.images.device)]
+            scatter_set = getattr(datamodule, "test_set", None) or val_set
+            n = min(self.scatter_points, len(scatter_set.images))
+            scatter_x, scatter_y = scatter_set.images[:n], scatter_set.labels[:n]
+        else:  # any other DataModule: the first validation batch
+            loader = trainer.val_dataloaders
+            x, y = next(iter(loader[0] if isinstance(loader, (list, tuple)) else loader))
+            inputs, scatter_x, scatter_y = x[: self.num_inputs], x[: self.scatter_points], y[: self.scatter_points]
+        latent_dim = pl_module.hparams.latent_dim
+        self._fixed = {
+            "inputs": inputs.cpu(),
+            "scatter_x": scatter_x.cpu(),
+            "scatter_y": scatter_y.cpu(),
+            "noise": torch.randn(self.num_samples, latent_dim, generator=generator),
+        }
+        return self._fixed
+
+    def _as_model_input(self, trainer: L.Trainer, pl_module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
+        """What the model sees in evaluation: the DataModule's own transfer hook (uint8 -> [0, 1])."""
+        x = x.to(pl_module.device)
+        datamodule = trainer.datamodule
+        hook = getattr(datamodule, "on_after_batch_transfer", None)
+        if hook is not None:
+            training = trainer.training
+            if training:  # (after the last epoch) evaluation input: no fresh binarisation draw
+                trainer.training = False
+            try:
+                x, _ = hook((x, torch.zeros(len(x), dtype=torch.long, device=x.device)), 0)
+            finally:
+                if training:
+                    trainer.training = True
+        return x if x.is_floating_point() else x.float() / 255.0
+
+    @torch.no_grad()
+    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Path]:
+        """Draw every picture for the current epoch; write the PNGs and log them."""
+        if "fsdp" in type(trainer.strategy).__name__.lower():
+            log.warning("ImageLogger: skipped under FSDP (the weights are sharded across processes).")
+            self.every_n_epochs = 0
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        fixed = self._fixed_inputs(trainer, pl_module)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            figures = self._figures(trainer, pl_module, fixed)
+        finally:
+            pl_module.train(was_training)
+        epoch, step = trainer.current_epoch, trainer.global_step
+        paths = []
+        import matplotlib.pyplot as plt
+
+        for name, fig in figures.items():
+            path = self.dirpath / name / f"epoch_{epoch:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=DPI)
+            plt.close(fig)
+            paths.append(path)
+        self._log_to_wandb(trainer, {p.parent.name: p for p in paths}, epoch, step)
+        self._rendered_epoch = epoch
+        self.written += paths
+        return paths
+
+    def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule, fixed: dict[str, torch.Tensor]) -> dict[str, Any]:
+        import matplotlib.pyplot as plt
+
+        hp = pl_module.hparams
+        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+        x = self._as_model_input(trainer, pl_module, fixed["inputs"])
+        mu, logvar = pl_module.encoder(x.to(pl_module.dtype))
+        decode = lambda z: pl_module._mean(pl_module.decoder(z.to(pl_module.dtype))).float().cpu()  # noqa: E731
+        figures = {}
+
+        # Inputs above their reconstructions, 8 to a row.
+        ncol = min(8, len(x))
+        recon = decode(mu)
+        rows, labels = [], []
+        for start in range(0, len(x), ncol):
+            block = slice(start, start + ncol)
+            pair_x, pair_r = x[block].float().cpu(), recon[block]
+            width = ncol - len(pair_x)
+            if width:  # a short last row: pad with blanks
+                blank = torch.zeros(width, *pair_x.shape[1:])
+                pair_x, pair_r = torch.cat([pair_x, blank]), torch.cat([pair_r, blank])
+            rows += [pair_x, pair_r]
+            labels += ["input", "reconstruction"]
+        fig, ax = plt.subplots(figsize=FIGSIZES["reconstructions"])
+        _show(ax, tile(torch.cat(rows), ncol))
+        _row_ticks(ax, labels, x.shape[-2])
+        ax.set_xticks([])
+        ax.set_title(f"Validation images and their reconstructions ({where})")
+        fig.tight_layout()
+        figures["reconstructions"] = fig
+
+        # Prior samples.
+        samples = decode(fixed["noise"].to(pl_module.device))
+        fig, ax = plt.subplots(figsize=FIGSIZES["samples"])
+        _show(ax, tile(samples, math.ceil(math.sqrt(len(samples)))))
+        ax.set_axis_off()
+        ax.set_title(f"Samples from the prior, fixed z ~ N(0, I) ({where})")
+        fig.tight_layout()
+        figures["samples"] = fig
+
+        # Traversals of the most active dimensions around the first input's code.
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).float().mean(0).cpu()  # KL per dim over the inputs
+        dims = kl.argsort(descending=True)[: min(self.traversal_dims, len(kl))]
+        values = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)
+        z = mu[:1].float().cpu().repeat(len(dims) * len(values), 1)
+        for i, d in enumerate(dims):
+            z[i * len(values) : (i + 1) * len(values), d] = values
+        traversal = decode(z.to(pl_module.device))
+        fig, ax = plt.subplots(figsize=FIGSIZES["traversals"])
+        _show(ax, tile(traversal, len(values)))
+        cell = x.shape[-1]
+        ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))], [f"{v:+.1f}" for v in values])
+        _row_ticks(ax, [f"z{int(d)} (KL {float(kl[d]):.2f})" for d in dims], x.shape[-2])
+        ax.set_xlabel("value of the traversed dimension (the others stay at the input's code)")
+        ax.set_title(f"Latent traversals, most active dimensions first ({where})")
+        fig.tight_layout()
+        figures["traversals"] = fig
+
+        if hp.latent_dim == 2:
+            q = torch.linspace(0.05, 0.95, self.manifold_steps, dtype=torch.float64)
+            grid_values = torch.distributions.Normal(0.0, 1.0).icdf(q).float()
+            z1, z2 = torch.meshgrid(grid_values, grid_values.flip(0), indexing="xy")  # z2 grows upwards
+            manifold = decode(torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(pl_module.device))
+            fig, ax = plt.subplots(figsize=FIGSIZES["manifold"])
+            _show(ax, tile(manifold, self.manifold_steps))
+            step_px = x.shape[-1] + 2
+            ticks = list(range(0, self.manifold_steps, max(1, self.manifold_steps // 5)))
+            ax.set_xticks([2 + i * step_px + x.shape[-1] / 2 for i in ticks], [f"{grid_values[i]:.1f}" for i in ticks])
+            ax.set_yticks([2 + i * step_px + x.shape[-2] / 2 for i in ticks],
+                          [f"{grid_values.flip(0)[i]:.1f}" for i in ticks])
+            ax.set_xlabel("z1 (N(0, 1) quantiles 0.05 to 0.95)")
+            ax.set_ylabel("z2")
+            ax.set_title(f"Decoded latent manifold ({where})")
+            fig.tight_layout()
+            figures["manifold"] = fig
+
+            codes = []
+            for chunk in fixed["scatter_x"].split(1000):
+                codes.append(pl_module.encoder(self._as_model_input(trainer, pl_module, chunk).to(pl_module.dtype))[0]
+                             .float().cpu())
+            codes = torch.cat(codes)
+            labels = fixed["scatter_y"].cpu()
+            fig, ax = plt.subplots(figsize=FIGSIZES["latent_scatter"])
+            points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+            fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+            ax.set_xlabel("mu_1(x)")
+            ax.set_ylabel("mu_2(x)")
+            ax.set_title(f"Codes of {len(codes)} test images ({where})")
+            fig.tight_layout()
+            figures["latent_scatter"] = fig
+        return figures
+
+    @staticmethod
+    def _log_to_wandb(trainer: L.Trainer, paths: dict[str, Path], epoch: int, step: int) -> None:
+        """All pictures of this epoch in one wandb row, at the trainer's step (section ``images/``)."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                logger.log_metrics({f"images/{name}": wandb.Image(str(path), caption=f"epoch {epoch + 1}")
+                                    for name, path in paths.items()}, step=step)

@@ -1,0 +1,239 @@
+"""A local report of a run or a sweep: one self-contained HTML page and one PNG sheet.
+
+    python report.py outputs/2026-11-25/12-00-00          # a run directory
+    python report.py multirun/2026-11-25/12-00-00         # a sweep directory: its jobs side by side
+
+The curves (``recon``, ``kl``, ``elbo`` per split) come from the run's CSV log
+(``csv/version_*/metrics.csv``) or, without one, from its offline wandb file; the pictures are
+the newest of ``images/<name>/epoch_NNN.png``. Writes ``report.html`` and ``report.png`` into
+the directory (or where ``--out`` says) and prints their paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import VAEUserError
+
+TERMS = ("recon", "kl", "elbo")
+SPLITS = ("train", "val", "test")
+IMAGE_ORDER = ("reconstructions", "samples", "traversals", "manifold", "latent_scatter")
+SHEET_DPI = 100
+
+
+# -- reading runs ------------------------------------------------------------------------------
+def is_run_dir(path: Path) -> bool:
+    return any(path.glob("csv/version_*/metrics.csv")) or any(path.glob("wandb/*run-*/run-*.wandb")) \
+        or (path / "metrics.json").is_file() or (path / "images").is_dir()
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """All logged rows of a run: from the newest CSV log, else from the offline wandb file."""
+    logs = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if logs:
+        with open(logs[-1], newline="") as f:
+            return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    from .wandb_files import find_run_file, history
+
+    run_file = find_run_file(run_dir)
+    if run_file is None:
+        return []
+    rows = []
+    for row in history(run_file):
+        values = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if "trainer/global_step" in values:
+            values["step"] = values["trainer/global_step"]
+        rows.append(values)
+    return rows
+
+
+def series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one metric."""
+    points = [(row.get("step", i), row[key]) for i, row in enumerate(rows) if key in row and math.isfinite(row[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def latest_images(run_dir: Path) -> dict[str, Path]:
+    """The newest PNG of each picture kind under ``images/``."""
+    found = {}
+    for folder in sorted((run_dir / "images").glob("*")):
+        frames = sorted(folder.glob("epoch_*.png"))
+        if frames:
+            found[folder.name] = frames[-1]
+    return dict(sorted(found.items(), key=lambda kv: IMAGE_ORDER.index(kv[0]) if kv[0] in IMAGE_ORDER else 99))
+
+
+def job_label(run_dir: Path) -> str:
+    """A sweep job's overrides (``objective.beta=4``), else its directory name."""
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        items = [line.strip()[2:] for line in overrides.read_text().splitlines() if line.strip().startswith("- ")]
+        items = [i for i in items if not i.startswith(("hydra.", "data.data_dir", "paths."))]
+        if items:
+            return " ".join(items)
+    return run_dir.name
+
+
+def sweep_jobs(sweep_dir: Path) -> list[Path]:
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and is_run_dir(p)]
+    return sorted(jobs, key=lambda p: (len(p.name), p.name))
+
+
+# -- drawing -----------------------------------------------------------------------------------
+def plot_curves(runs: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
+    """One panel per term; one run: train, val and test of that run; several: val of each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TERMS), figsize=(15, 4.5))
+    single = len(runs) == 1
+    for ax, term in zip(axes, TERMS):
+        for label, rows in runs.items():
+            for split in SPLITS if single else ("val",):
+                steps, values = series(rows, f"{split}/{term}")
+                if not steps:
+                    continue
+                name = split if single else label
+                if split == "test":
+                    ax.scatter(steps, values, marker="*", s=120, zorder=3, label=f"{name} (best checkpoint)")
+                else:
+                    ax.plot(steps, values, marker="o" if split == "val" and len(steps) < 40 else None,
+                            markersize=3, alpha=0.45 if split == "train" else 1.0, label=name)
+        ax.set_title({"recon": "recon  -E_q[log p(x|z)]", "kl": "KL(q(z|x) || p(z))",
+                      "elbo": "ELBO"}[term] + " (nats)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7 if not single else 8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=SHEET_DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_sheet(curves: Path, images: dict[str, dict[str, Path]], path: Path, title: str) -> Path:
+    """The curves above the latest pictures (one row per run): the report as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    rows = [(label, imgs) for label, imgs in images.items() if imgs]
+    ncol = max([len(imgs) for _, imgs in rows] or [1])
+    fig = plt.figure(figsize=(max(15, 4 * ncol), 4.5 + 4 * len(rows)))
+    grid = fig.add_gridspec(1 + len(rows), ncol, height_ratios=[4.5] + [4] * len(rows))
+    ax = fig.add_subplot(grid[0, :])
+    ax.imshow(mpimg.imread(curves))
+    ax.set_axis_off()
+    for r, (label, imgs) in enumerate(rows, start=1):
+        for c, (name, png) in enumerate(imgs.items()):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(mpimg.imread(png))
+            ax.set_axis_off()
+            ax.set_title(f"{label}: {name} ({png.stem.replace('_', ' ')})" if len(rows) > 1 else
+                         f"{name} ({png.stem.replace('_', ' ')})", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=SHEET_DPI)
+    plt.close(fig)
+    return path
+
+
+# -- HTML --------------------------------------------------------------------------------------
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"><figcaption>' \
+           f'{html.escape(alt)}</figcaption></figure>'
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{cell(row.get(k, ''))}</td>" for k in keys) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _page(title: str, sections: list[str]) -> str:
+    style = ("body{font-family:sans-serif;max-width:1500px;margin:2em auto;color:#222}"
+             "img{max-width:100%;border:1px solid #ddd}figure{display:inline-block;margin:.5em;vertical-align:top;"
+             "max-width:48%}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;text-align:right}th{background:#f3f3f3}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
+
+
+def _metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# -- the command -------------------------------------------------------------------------------
+def build_report(directory: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.png`` for a run or sweep directory; return their paths."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise VAEUserError(f"{directory} is not a directory: give a run directory (outputs/<date>/<time>) or a "
+                           f"sweep directory (multirun/<date>/<time>).")
+    out = Path(out) if out else directory
+    out.mkdir(parents=True, exist_ok=True)
+    if is_run_dir(directory):
+        runs = {directory.name: directory}
+        kind = "run"
+    else:
+        runs = {job_label(job): job for job in sweep_jobs(directory)}
+        kind = "sweep"
+    histories = {label: read_history(run) for label, run in runs.items()}
+    if not any(histories.values()):
+        raise VAEUserError(f"No metrics found under {directory}: a run directory has csv/version_*/metrics.csv or "
+                           f"wandb/offline-run-*/run-*.wandb (logger=csv or logger=wandb; logger=none keeps none).")
+    title = f"vae-lightning {kind}: {directory}"
+    curves = plot_curves(histories, out / "report_curves.png", title)
+    images = {label: latest_images(run) for label, run in runs.items()}
+    sheet = plot_sheet(curves, images, out / "report.png", title)
+
+    sections = ["<h2>Curves</h2>", _img(curves, "recon, kl and elbo per split against the training step")]
+    table = [{"run": label, **{k: v for k, v in _metrics(run).items() if not isinstance(v, (dict, list))}}
+             for label, run in runs.items()]
+    if any(len(row) > 1 for row in table):
+        sections += ["<h2>Final metrics</h2>", _table(table)]
+    if kind == "sweep" and (directory / "rate_distortion.png").is_file():
+        sections += ["<h2>Rate and distortion</h2>", _img(directory / "rate_distortion.png", "rate-distortion")]
+    for label, imgs in images.items():
+        if imgs:
+            sections.append(f"<h2>Pictures{'' if kind == 'run' else ': ' + html.escape(label)}</h2>")
+            sections += [_img(png, f"{name}, {png.stem.replace('_', ' ')}") for name, png in imgs.items()]
+    page = out / "report.html"
+    page.write_text(_page(title, sections))
+    curves.unlink()  # it is inside both the page and the sheet
+    return page, sheet
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", help="a run directory or a sweep directory")
+    parser.add_argument("--out", help="where to write report.html and report.png (default: the directory)")
+    args = parser.parse_args(argv)
+    try:
+        page, sheet = build_report(args.directory, args.out)
+    except VAEUserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {page}\nsheet:  {sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
