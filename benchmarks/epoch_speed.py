@@ -192,6 +192,10 @@ def main() -> None:
         f"Ratios: a/b = {a / b:.2f} (target <= 1.0), a/c = {a / c:.2f} (target <= 1.15)"
         + (f", a/d = {a / results['d']['median']:.2f} (the same optimiser)." if "d" in results else "."),
         "",
+        "Every timed epoch (s), in the order run:",
+        "",
+        *[f"- ({way}) " + ", ".join(f"{t:.2f}" for t in results[way]["times"]) for way in ways],
+        "",
     ])
     print(text)
     if args.write:

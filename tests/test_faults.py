@@ -185,3 +185,23 @@ def test_bernoulli_on_intensities_warns(fake_mnist, tmp_path, caplog):
                    "+trainer.enable_progress_bar=false")
     train(cfg)
     assert any("model.likelihood=bernoulli on data.binarize=none" in r.message for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_compile_true_trains_the_compiled_model(fake_mnist, tmp_path):
+    cfg = _compose("logger=none", "callbacks=none", "compile=true", f"paths.data_dir={fake_mnist}",
+                   f"paths.output_dir={tmp_path}", "trainer.max_epochs=1", "data.val_size=100",
+                   "data.batch_size=100", "++callbacks.image_logger.every_n_epochs=0")
+    metrics = train(cfg)
+    assert metrics["test/elbo"] < 0 and metrics["steps"] == 5
+
+
+def test_compile_without_a_compiler_is_one_clear_error(fake_mnist, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    cfg = _compose("logger=none", "callbacks=none", "compile=true", f"paths.data_dir={fake_mnist}",
+                   f"paths.output_dir={tmp_path}", "data.val_size=100")
+    with pytest.raises(VAEUserError, match=r"compile=true on the CPU needs a C\+\+ compiler"):
+        train(cfg)

@@ -40,6 +40,14 @@ def test_beta_sweep_writes_a_summary_and_a_rate_distortion_plot(fake_mnist, trai
     data = summary_run.read_bytes()
     assert b"sweep_summary" in data and b"sweep-2026-01-02_03-04-05" in data
     assert list(sweep.glob("wandb/offline-run-*/files/media/images/sweep/rate_distortion_*.png"))
+    # The local report of the sweep: each job's curves and final metrics, and the rate-distortion plot.
+    from vae_lightning.report import build_report
+
+    page, sheet = build_report(sweep)
+    text = page.read_text()
+    for beta in ("0.5", "1", "4"):
+        assert f"<td>objective.beta={beta}</td>" in text
+    assert "Rate and distortion" in text and sheet.is_file()
 
 
 def test_ddp_jobs_in_a_multirun_each_get_their_own_directory(fake_mnist, train_env, tmp_path):

@@ -189,10 +189,10 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> tuple[
                            f"sweep directory (multirun/<date>/<time>).")
     out = Path(out) if out else directory
     out.mkdir(parents=True, exist_ok=True)
-    if is_run_dir(directory):
+    if is_run_dir(directory) and not (directory / "multirun.yaml").is_file():
         runs = {directory.name: directory}
         kind = "run"
-    else:
+    else:  # Hydra writes multirun.yaml into a sweep directory
         runs = {job_label(job): job for job in sweep_jobs(directory)}
         kind = "sweep"
     histories = {label: read_history(run) for label, run in runs.items()}
