@@ -102,7 +102,7 @@ def test_the_local_report_builds_from_a_real_run(runs, tmp_path):
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 1 + len(KINDS_2D)  # the curves and each latest picture
     for kind in KINDS_2D:
-        assert f"{kind}, epoch 001" in text  # the newest frame
+        assert f"{kind}, epoch_001.png" in text  # the newest frame
     width, height = png_dimensions(sheet)
     assert width >= 1500 and height > 450
     # A wandb-only history works as well (the report reads the offline run file).

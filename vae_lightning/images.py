@@ -32,10 +32,12 @@ def png_size(name: str) -> tuple[int, int]:
     return round(w * DPI), round(h * DPI)
 
 
-def tile(images: torch.Tensor, ncol: int, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+def tile(images: torch.Tensor, ncol: int, pad: int = 2, pad_value: float | None = None) -> torch.Tensor:
     """Images [N, C, H, W] in [0, 1] as one [H', W', C] array, ``ncol`` per row, ``pad`` pixels apart."""
     n, c, h, w = images.shape
     nrow = math.ceil(n / ncol)
+    if pad_value is None:  # a light grey frame: greyscale is drawn ink-dark (gray_r), colour as is
+        pad_value = 0.15 if c == 1 else 0.85
     grid = torch.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=images.dtype)
     for i, image in enumerate(images):
         r, k = divmod(i, ncol)
@@ -239,7 +241,7 @@ class ImageLogger(L.Callback):
         fig, ax = plt.subplots(figsize=FIGSIZES["traversals"])
         _show(ax, tile(traversal, len(values)))
         cell = x.shape[-1]
-        ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))], [f"{v:+.1f}" for v in values])
+        ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))], [f"{v + 0.0:+.1f}" for v in values])
         _row_ticks(ax, [f"z{int(d)} (KL {float(kl[d]):.2f})" for d in dims], x.shape[-2])
         ax.set_xlabel("value of the traversed dimension (the others stay at the input's code)")
         ax.set_title(f"Latent traversals, most active dimensions first ({where})")

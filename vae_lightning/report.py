@@ -71,15 +71,23 @@ def latest_images(run_dir: Path) -> dict[str, Path]:
     return dict(sorted(found.items(), key=lambda kv: IMAGE_ORDER.index(kv[0]) if kv[0] in IMAGE_ORDER else 99))
 
 
-def job_label(run_dir: Path) -> str:
-    """A sweep job's overrides (``objective.beta=4``), else its directory name."""
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        items = [line.strip()[2:] for line in overrides.read_text().splitlines() if line.strip().startswith("- ")]
-        items = [i for i in items if not i.startswith(("hydra.", "data.data_dir", "paths."))]
-        if items:
-            return " ".join(items)
-    return run_dir.name
+def job_overrides(run_dir: Path) -> list[str]:
+    """A job's command-line overrides, from Hydra's ``.hydra/overrides.yaml``."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    return [line.strip()[2:] for line in path.read_text().splitlines() if line.strip().startswith("- ")]
+
+
+def job_labels(jobs: list[Path]) -> dict[str, Path]:
+    """Each job labelled by the overrides that differ between the jobs (``objective.beta=4``)."""
+    overrides = {job: job_overrides(job) for job in jobs}
+    common = set.intersection(*(set(o) for o in overrides.values())) if len(jobs) > 1 else set()
+    labels = {}
+    for job, items in overrides.items():
+        label = " ".join(i for i in items if i not in common) or job.name
+        labels[label if label not in labels else f"{label} ({job.name})"] = job
+    return labels
 
 
 def sweep_jobs(sweep_dir: Path) -> list[Path]:
@@ -122,7 +130,7 @@ def plot_curves(runs: dict[str, list[dict[str, float]]], path: Path, title: str)
     return path
 
 
-def plot_sheet(curves: Path, images: dict[str, dict[str, Path]], path: Path, title: str) -> Path:
+def plot_sheet(curves: Path, images: dict[str, dict[str, Path]], path: Path) -> Path:
     """The curves above the latest pictures (one row per run): the report as one PNG."""
     import matplotlib
 
@@ -142,9 +150,7 @@ def plot_sheet(curves: Path, images: dict[str, dict[str, Path]], path: Path, tit
             ax = fig.add_subplot(grid[r, c])
             ax.imshow(mpimg.imread(png))
             ax.set_axis_off()
-            ax.set_title(f"{label}: {name} ({png.stem.replace('_', ' ')})" if len(rows) > 1 else
-                         f"{name} ({png.stem.replace('_', ' ')})", fontsize=9)
-    fig.suptitle(title)
+            ax.set_title(f"{label}: {name} ({png.name})" if len(rows) > 1 else f"{name} ({png.name})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=SHEET_DPI)
     plt.close(fig)
@@ -193,7 +199,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> tuple[
         runs = {directory.name: directory}
         kind = "run"
     else:  # Hydra writes multirun.yaml into a sweep directory
-        runs = {job_label(job): job for job in sweep_jobs(directory)}
+        runs = job_labels(sweep_jobs(directory))
         kind = "sweep"
     histories = {label: read_history(run) for label, run in runs.items()}
     if not any(histories.values()):
@@ -202,7 +208,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> tuple[
     title = f"vae-lightning {kind}: {directory}"
     curves = plot_curves(histories, out / "report_curves.png", title)
     images = {label: latest_images(run) for label, run in runs.items()}
-    sheet = plot_sheet(curves, images, out / "report.png", title)
+    sheet = plot_sheet(curves, images, out / "report.png")
 
     sections = ["<h2>Curves</h2>", _img(curves, "recon, kl and elbo per split against the training step")]
     table = [{"run": label, **{k: v for k, v in _metrics(run).items() if not isinstance(v, (dict, list))}}
@@ -214,7 +220,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> tuple[
     for label, imgs in images.items():
         if imgs:
             sections.append(f"<h2>Pictures{'' if kind == 'run' else ': ' + html.escape(label)}</h2>")
-            sections += [_img(png, f"{name}, {png.stem.replace('_', ' ')}") for name, png in imgs.items()]
+            sections += [_img(png, f"{name}, {png.name}") for name, png in imgs.items()]
     page = out / "report.html"
     page.write_text(_page(title, sections))
     curves.unlink()  # it is inside both the page and the sheet
