@@ -241,7 +241,8 @@ class ImageLogger(L.Callback):
         fig, ax = plt.subplots(figsize=FIGSIZES["traversals"])
         _show(ax, tile(traversal, len(values)))
         cell = x.shape[-1]
-        ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))], [f"{v + 0.0:+.1f}" for v in values])
+        ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))],
+                      [f"{round(float(v), 1) + 0.0:+.1f}" for v in values])  # + 0.0: no "-0.0"
         _row_ticks(ax, [f"z{int(d)} (KL {float(kl[d]):.2f})" for d in dims], x.shape[-2])
         ax.set_xlabel("value of the traversed dimension (the others stay at the input's code)")
         ax.set_title(f"Latent traversals, most active dimensions first ({where})")
