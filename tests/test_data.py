@@ -345,3 +345,40 @@ def test_datamodule_loader_options(fake_mnist):
     with pytest.raises(VAEUserError, match=r"data.loader='lmdb' is not known"):
         MNISTDataModule(data_dir=fake_mnist, loader="lmdb")
     MNISTDataModule(data_dir=fake_mnist, num_workers=2, pin_memory=True, loader="dataloader")  # fine there
+
+
+def test_a_run_resumed_mid_epoch_sees_the_rest_of_that_epoch_in_the_same_order(fake_mnist, tmp_path, monkeypatch):
+    import lightning as L
+
+    from vae_lightning import VAE
+
+    class Record(L.Callback):
+        def __init__(self, stop_at=None):
+            self.seen, self.stop_at = [], stop_at
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append((trainer.current_epoch, batch_idx, batch[1].tolist()))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == self.stop_at:  # a checkpoint mid-epoch 1, then stop
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                trainer.should_stop = True
+
+    def fit(stop_at=None, ckpt_path=None):
+        L.seed_everything(0, verbose=False)
+        dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=50, binarize="static")
+        record = Record(stop_at)
+        trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[record], limit_val_batches=0,
+                            default_root_dir=tmp_path)
+        trainer.fit(VAE(latent_dim=4, hidden_dims=[16]), dm, ckpt_path=ckpt_path)
+        return record.seen
+
+    whole = fit()
+    first = fit(stop_at=13)  # 10 batches an epoch: stops after batch 3 of epoch 1
+    rest = fit(ckpt_path=tmp_path / "mid.ckpt")
+    assert len(whole) == 30 and len(first) == 13
+    assert first + rest == whole  # the same batches, in the same order, each exactly once
+    # Without the skip the resumed epoch would start its permutation again.
+    monkeypatch.setattr(MNISTDataModule, "_batches_done_this_epoch", lambda self: 0)
+    assert first + fit(ckpt_path=tmp_path / "mid.ckpt") != whole

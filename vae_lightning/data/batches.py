@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -62,7 +62,8 @@ class TensorBatches:
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 skip_batches: Callable[[], int] | None = None):
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("TensorBatches needs tensors of one length")
         if batch_size < 1:
@@ -71,6 +72,9 @@ class TensorBatches:
         self.batch_size, self.drop_last = batch_size, drop_last
         self.sampler = EpochOrder(len(tensors[0]), shuffle, seed, rank, world_size)
         self.batch_sampler = None  # what Lightning looks for on a DataLoader: batches come whole here
+        # Asked when an epoch's first batch is taken: how many of its batches were already trained
+        # on (a run resumed mid-epoch), so the epoch goes on with the same order where it stopped.
+        self.skip_batches = skip_batches
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -78,12 +82,13 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         size, stop = self.batch_size, len(self) * self.batch_size
+        skip = (self.skip_batches() if self.skip_batches is not None else 0) * size
         if self.sampler.shuffle:
             order = self.sampler.indices().to(self.tensors[0].device)
-            for i in range(0, min(stop, len(order)), size):
+            for i in range(skip, min(stop, len(order)), size):
                 index = order[i : i + size]
                 yield tuple(t[index] for t in self.tensors)
         else:
             start, end = self.sampler.span()
-            for i in range(start, min(start + stop, end), size):
+            for i in range(start + skip, min(start + stop, end), size):
                 yield tuple(t[i : min(i + size, end)] for t in self.tensors)

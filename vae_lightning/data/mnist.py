@@ -201,7 +201,8 @@ class IDXImageDataModule(L.LightningDataModule):
             trainer = self._trainer_or_none()
             rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
             return TensorBatches((dataset.images, dataset.labels), batch_size, shuffle=shuffle,
-                                 seed=self.shuffle_seed, rank=rank, world_size=world_size)
+                                 seed=self.shuffle_seed, rank=rank, world_size=world_size,
+                                 skip_batches=self._batches_done_this_epoch if shuffle else None)
         if self.num_workers == 0:
             # The data is in memory and batches come by slicing: workers would only add copies.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -214,6 +215,16 @@ class IDXImageDataModule(L.LightningDataModule):
             collate_fn=_batch_as_is,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _batches_done_this_epoch(self) -> int:
+        """Training batches of the current epoch already done: 0 at an epoch's start, the
+        checkpoint's position when a run resumes mid-epoch (Lightning restores its progress
+        counter before the first batch is taken)."""
+        trainer = self._trainer_or_none()
+        try:
+            return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        except AttributeError:  # no trainer, or not fitting
+            return 0
 
     def train_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
