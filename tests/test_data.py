@@ -382,3 +382,10 @@ def test_a_run_resumed_mid_epoch_sees_the_rest_of_that_epoch_in_the_same_order(f
     # Without the skip the resumed epoch would start its permutation again.
     monkeypatch.setattr(MNISTDataModule, "_batches_done_this_epoch", lambda self: 0)
     assert first + fit(ckpt_path=tmp_path / "mid.ckpt") != whole
+
+
+def test_tensor_batches_state_names_a_changed_order():
+    loader = TensorBatches((torch.arange(10),), batch_size=4, shuffle=True, seed=3)
+    loader.load_state_dict(loader.state_dict())  # the same order: silent
+    with pytest.warns(UserWarning, match="different data order"):
+        loader.load_state_dict({**loader.state_dict(), "seed": 4})

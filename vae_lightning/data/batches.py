@@ -76,6 +76,19 @@ class TensorBatches:
         # on (a run resumed mid-epoch), so the epoch goes on with the same order where it stopped.
         self.skip_batches = skip_batches
 
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints by Lightning. The position needs no saving (it is Lightning's own
+        progress counter, see ``skip_batches``); the order's seed and sharding are checked."""
+        return {"seed": self.sampler.seed, "world_size": self.sampler.world_size, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        now = self.state_dict()
+        if state != now:
+            import warnings
+
+            warnings.warn(f"Resuming with a different data order ({state} in the checkpoint, {now} now): the "
+                          f"interrupted epoch goes on with this run's order.", stacklevel=2)
+
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
