@@ -117,7 +117,7 @@ def test_wandb_that_cannot_start_falls_back_to_csv(fake_mnist, tmp_path, monkeyp
     monkeypatch.setattr(wandb, "init", broken_init)
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = _compose("logger=wandb", "callbacks=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}",
-                   "trainer.max_epochs=1", "data.val_size=100", "+trainer.enable_progress_bar=false")
+                   "trainer.max_epochs=1", "data.val_size=100", "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=2")
     metrics = train(cfg)
     assert metrics["epochs"] == 1
     assert any("logger wandb failed to start" in r.message and "No space left" in r.message for r in caplog.records)
