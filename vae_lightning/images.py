@@ -13,6 +13,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from .errors import VAEUserError
+
 log = logging.getLogger("vae_lightning")
 
 #: Figure sizes in inches at DPI dots per inch: the PNGs are exactly these sizes in pixels.
@@ -85,8 +87,6 @@ class ImageLogger(L.Callback):
                                   ("traversal_steps", traversal_steps, 2), ("manifold_steps", manifold_steps, 2),
                                   ("scatter_points", scatter_points, 1)]:
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                from .errors import VAEUserError
-
                 raise VAEUserError(f"callbacks.image_logger.{key}={value!r} must be an integer >= {least}.")
         self.dirpath = Path(dirpath)
         self.every_n_epochs = every_n_epochs
