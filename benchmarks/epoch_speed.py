@@ -53,7 +53,7 @@ def _loop(batches, model, optimizer) -> None:
     import torch
 
     for x in batches:
-        loss = model(torch.bernoulli(x)).loss.mean()  # dynamic binarisation per batch, as the framework
+        loss = model(torch.bernoulli(x)).loss.mean()  # dynamic binarisation per batch, as most scripts draw it
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -61,10 +61,9 @@ def _loop(batches, model, optimizer) -> None:
 
 def run_framework(epochs: int, *extra: str) -> list[float]:
     import lightning as L
-    import torch
     from hydra import compose, initialize_config_dir
 
-    from vae_lightning.run import instantiate, model_kwargs
+    from vae_lightning.run import _compiled, instantiate, model_kwargs
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
@@ -88,7 +87,7 @@ def run_framework(epochs: int, *extra: str) -> list[float]:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [EpochTimer()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     if cfg.compile:
-        model = torch.compile(model)
+        model = _compiled(model, trainer)
     trainer.fit(model, datamodule=dm)
     return times
 

@@ -89,8 +89,8 @@ class NonFiniteGuard(L.Callback):
             checked.append(_total_norm(grads).reshape(1).float())  # one fused pass over all gradients
         if not checked or torch.isfinite(torch.cat(checked)).all():  # the one device sync of the step
             return
-        bad = [name for name, value in terms.items() if not math.isfinite(float(value)) and name != "loss"]
-        if bad or any(not math.isfinite(float(v)) for v in terms.values()):
+        if any(not math.isfinite(float(v)) for v in terms.values()):
+            bad = [name for name, value in terms.items() if not math.isfinite(float(value)) and name != "loss"]
             what = " and ".join(f"the {name} term" for name in bad) or "the loss"
             shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
             self._stop(trainer, f"the loss is not finite at step {trainer.global_step} (epoch {trainer.current_epoch}): "

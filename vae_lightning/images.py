@@ -95,7 +95,6 @@ class ImageLogger(L.Callback):
         self.manifold_steps, self.scatter_points, self.seed = manifold_steps, scatter_points, seed
         self._fixed: dict[str, torch.Tensor] | None = None
         self._rendered_epoch = -1
-        self.written: list[Path] = []
 
     # -- when ----------------------------------------------------------------------------
     def _due(self, trainer: L.Trainer) -> bool:
@@ -187,7 +186,6 @@ class ImageLogger(L.Callback):
             paths.append(path)
         self._log_to_wandb(trainer, {p.parent.name: p for p in paths}, epoch, step)
         self._rendered_epoch = epoch
-        self.written += paths
         return paths
 
     def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule, fixed: dict[str, torch.Tensor]) -> dict[str, Any]:

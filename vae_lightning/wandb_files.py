@@ -44,7 +44,7 @@ def records(path: str | Path) -> Iterator[Any]:
 
 
 def _items(items) -> dict[str, Any]:
-    """History or summary items as a dict; nested keys (a wandb.Image's fields) as nested dicts."""
+    """History items as a dict; nested keys (a wandb.Image's fields) as nested dicts."""
     out: dict[str, Any] = {}
     for item in items:
         value = json.loads(item.value_json)
@@ -62,15 +62,6 @@ def _items(items) -> dict[str, Any]:
 def history(path: str | Path) -> list[dict[str, Any]]:
     """Every ``wandb.log`` row of the run as a dict (keys as logged, values decoded from JSON)."""
     return [_items(r.history.item) for r in records(path) if r.WhichOneof("record_type") == "history"]
-
-
-def summary(path: str | Path) -> dict[str, Any]:
-    """The run's summary as the last summary record left it."""
-    out: dict[str, Any] = {}
-    for record in records(path):
-        if record.WhichOneof("record_type") == "summary":
-            out.update(_items(record.summary.update))
-    return out
 
 
 def find_run_file(run_dir: str | Path) -> Path | None:

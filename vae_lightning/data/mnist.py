@@ -159,14 +159,11 @@ class IDXImageDataModule(L.LightningDataModule):
     def _data_device(self) -> torch.device:
         """Where the splits are kept: the training device with the tensor loader and ``on_device``
         (``auto``: an accelerator, not the CPU), else host memory."""
-        trainer = self._trainer_or_none()
+        trainer = self.trainer  # None until a Trainer uses this DataModule
         if self.loader != "tensor" or trainer is None or self.on_device is False:
             return torch.device("cpu")
         device = trainer.strategy.root_device
         return device if self.on_device is True or device.type != "cpu" else torch.device("cpu")
-
-    def _trainer_or_none(self):
-        return self.trainer  # None until a Trainer uses this DataModule
 
     def _read_pair(self, files: dict[str, Path], images_key: str, labels_key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [N, 1, H, W] uint8 and labels [N] int64, checked to be what they claim."""
@@ -198,7 +195,7 @@ class IDXImageDataModule(L.LightningDataModule):
         if dataset is None:
             raise RuntimeError("setup() has not run: call datamodule.setup() first.")
         if self.loader == "tensor":
-            trainer = self._trainer_or_none()
+            trainer = self.trainer
             rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
             return TensorBatches((dataset.images, dataset.labels), batch_size, shuffle=shuffle,
                                  seed=self.shuffle_seed, rank=rank, world_size=world_size,
@@ -220,7 +217,7 @@ class IDXImageDataModule(L.LightningDataModule):
         """Training batches of the current epoch already done: 0 at an epoch's start, the
         checkpoint's position when a run resumes mid-epoch (Lightning restores its progress
         counter before the first batch is taken)."""
-        trainer = self._trainer_or_none()
+        trainer = self.trainer
         try:
             return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
         except AttributeError:  # no trainer, or not fitting
