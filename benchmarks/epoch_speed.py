@@ -40,12 +40,23 @@ def _images():
     return dm.train_set.images  # [55000, 1, 28, 28] uint8, the same split the framework trains on
 
 
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=["+experiment=mnist", "logger=none",
+                                           f"paths.data_dir={os.environ.get('VAE_DATA_DIR', 'data')}",
+                                           "paths.output_dir=/tmp/vae-bench", *overrides])
+
+
 def _model(fused: bool = False):
     import torch
+    from omegaconf import OmegaConf
 
     from vae_lightning import VAE
 
-    model = VAE(latent_dim=32, hidden_dims=[512, 256])  # the mnist experiment's model
+    # The mnist experiment's model (784-512-256-32 MLPs, Bernoulli, K = 1), its own optimiser left aside.
+    model = VAE.from_config(OmegaConf.to_container(_compose(), resolve=True), (1, 28, 28))
     return model, torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
 
 
@@ -61,17 +72,13 @@ def _loop(batches, model, optimizer) -> None:
 
 def run_framework(epochs: int, *extra: str) -> list[float]:
     import lightning as L
-    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    from vae_lightning.run import _compiled, instantiate, model_kwargs
+    from vae_lightning import VAE
+    from vae_lightning.run import _compiled, build_trainer, instantiate
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "+experiment=mnist", "logger=none", f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0",
-            "paths.output_dir=/tmp/vae-bench", f"paths.data_dir={os.environ.get('VAE_DATA_DIR', 'data')}",
-            "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "+trainer.enable_progress_bar=false",
-            *extra,
-        ])
+    cfg = _compose(f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "callbacks.rich_progress_bar=null",
+                   "callbacks.model_summary=null", "+trainer.enable_progress_bar=false", *extra)
     times: list[float] = []
 
     class EpochTimer(L.Callback):
@@ -83,9 +90,9 @@ def run_framework(epochs: int, *extra: str) -> list[float]:
 
     L.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=list(dm.input_shape), **model_kwargs(cfg), _convert_="all")
+    model = VAE.from_config(OmegaConf.to_container(cfg, resolve=True), dm.input_shape)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [EpochTimer()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=False)
     if cfg.compile:
         model = _compiled(model, trainer)
     trainer.fit(model, datamodule=dm)

@@ -1,3 +1,4 @@
+import functools
 import os
 import sys
 from pathlib import Path
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from vae_lightning import VAE
 from vae_lightning.data import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,26 @@ def make_fake_mnist(root: Path, num_train: int = 600, num_test: int = 200, seed:
     write_idx(raw / "t10k-images-idx3-ubyte.gz", images(num_test))
     write_idx(raw / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, size=num_test, dtype=np.uint8))
     return root
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]) -> dict:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, "paths.data_dir=/nonexistent", "paths.output_dir=/nonexistent"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def compose_config(*overrides: str) -> dict:
+    """The run config composed from conf/ as train.py composes it (resolved, plain values)."""
+    return _composed(tuple(overrides))
+
+
+def make_vae(*overrides: str, input_shape=(1, 28, 28)) -> VAE:
+    """A VAE built from the real configs, e.g. make_vae("model.latent_dim=4", "model.encoder.hidden_dims=[16]")."""
+    return VAE.from_config(compose_config(*overrides), input_shape)
 
 
 @pytest.fixture

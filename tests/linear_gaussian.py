@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import MultivariateNormal
 
+from vae_lightning.objectives import ELBO, IWAE, log_importance_weights
+from vae_lightning.posteriors import DiagonalGaussian
+from vae_lightning.priors import StandardNormal
+
 
 @dataclass
 class LinearGaussian:
@@ -58,3 +62,26 @@ class LinearGaussian:
         trace = (self.W.pow(2) * logvar.exp()[:, None, :]).sum(dim=(-1, -2))  # tr(W diag(var) W^T)
         return -0.5 * (D * torch.log(torch.tensor(2 * torch.pi * self.s**2, dtype=x.dtype))
                        + (resid.pow(2).sum(-1) + trace) / self.s**2)
+
+
+# -- a diagonal q(z|x) against N(0, I), as (mu, logvar) -------------------------------------
+
+def gaussian_kl(mu, logvar):
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) as the posterior/prior pair computes it: [B, D] -> [B]."""
+    return DiagonalGaussian(mu, logvar).kl(StandardNormal(mu.shape[-1]))
+
+
+def reparameterize(mu, logvar, num_samples):
+    return DiagonalGaussian(mu, logvar).rsample(num_samples)
+
+
+def elbo_terms(x, mu, logvar, decode, likelihood, num_samples=1, beta=1.0, objective="elbo", with_iwae=False,
+               **kwargs):
+    """The terms of the ELBO (or IWAE) objective for a diagonal q against N(0, I)."""
+    cls = IWAE if objective == "iwae" else ELBO
+    return cls(num_samples, beta, **kwargs)(x, DiagonalGaussian(mu, logvar), decode, StandardNormal(mu.shape[-1]),
+                                            likelihood, with_iwae=with_iwae)
+
+
+def log_weights(x, z, mu, logvar, decode, likelihood):
+    return log_importance_weights(x, z, DiagonalGaussian(mu, logvar), decode, StandardNormal(mu.shape[-1]), likelihood)

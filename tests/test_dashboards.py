@@ -8,9 +8,8 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, make_vae
 from test_train import QUICK, run_train
-from vae_lightning import VAE
 from vae_lightning.data import MNISTDataModule
 from vae_lightning.errors import VAEUserError
 from vae_lightning.images import ImageLogger, png_size
@@ -124,7 +123,7 @@ def test_the_report_says_what_is_wrong_with_a_directory(tmp_path):
 
 def test_fixed_inputs_and_noise_are_the_same_in_every_frame(fake_mnist, tmp_path):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
-    model = VAE(latent_dim=4, hidden_dims=[32])
+    model = make_vae("model.latent_dim=4", "model.encoder.hidden_dims=[32]")
     logger = ImageLogger(tmp_path / "images", every_n_epochs=1, num_inputs=5, num_samples=9, traversal_dims=3)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[logger], default_root_dir=tmp_path)
@@ -135,7 +134,10 @@ def test_fixed_inputs_and_noise_are_the_same_in_every_frame(fake_mnist, tmp_path
     generator = torch.Generator().manual_seed(0)
     pick = torch.randperm(100, generator=generator)[:5]
     assert torch.equal(first["inputs"], dm.val_set.images[pick])  # validation images chosen by the seed
-    assert torch.equal(first["noise"], torch.randn(9, 4, generator=generator))  # prior noise from the seed too
+    # The prior noise comes from the seed too, the same at every render.
+    draws = [model.prior.sample(9, generator=logger.noise_generator()) for _ in range(2)]
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], torch.randn(9, 4, generator=torch.Generator()
+                                                                                  .manual_seed(1)))
     logger.render(trainer, model)  # a later frame draws on exactly the same inputs and noise
     for key, value in first.items():
         assert torch.equal(logger._fixed[key], value), key

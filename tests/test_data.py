@@ -350,7 +350,7 @@ def test_datamodule_loader_options(fake_mnist):
 def test_a_run_resumed_mid_epoch_sees_the_rest_of_that_epoch_in_the_same_order(fake_mnist, tmp_path, monkeypatch):
     import lightning as L
 
-    from vae_lightning import VAE
+    from conftest import make_vae
 
     class Record(L.Callback):
         def __init__(self, stop_at=None):
@@ -371,7 +371,7 @@ def test_a_run_resumed_mid_epoch_sees_the_rest_of_that_epoch_in_the_same_order(f
         trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, callbacks=[record], limit_val_batches=0,
                             default_root_dir=tmp_path)
-        trainer.fit(VAE(latent_dim=4, hidden_dims=[16]), dm, ckpt_path=ckpt_path)
+        trainer.fit(make_vae("model.latent_dim=4", "model.encoder.hidden_dims=[16]"), dm, ckpt_path=ckpt_path)
         return record.seen
 
     whole = fit()

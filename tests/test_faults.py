@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, compose_config, make_vae
 from vae_lightning import VAE
 from vae_lightning.data import MNISTDataModule
 from vae_lightning.errors import VAEUserError
@@ -29,15 +29,16 @@ def _trainer(tmp_path, **kwargs):
                      plugins=[AtomicCheckpointIO()], **kwargs)
 
 
+SMALL = ("model.latent_dim=2", "model.encoder.hidden_dims=[16]")
+
+
 class NaNAtStep(VAE):
     """A VAE whose reconstruction term turns NaN at one training step."""
 
-    def __init__(self, bad_step: int, **kwargs):
-        super().__init__(**kwargs)
-        self.bad_step = bad_step
+    bad_step = -1
 
-    def forward(self, x, beta=None):
-        terms = super().forward(x, beta)
+    def forward(self, x):
+        terms = super().forward(x)
         if self.training and self.global_step == self.bad_step:
             terms.recon = terms.recon * float("nan")
             terms.loss = terms.loss * float("nan")
@@ -46,7 +47,8 @@ class NaNAtStep(VAE):
 
 def test_nan_in_the_loss_stops_naming_the_step_and_term_and_keeps_the_last_good_checkpoint(fake_mnist, tmp_path):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)  # 5 steps per epoch
-    model = NaNAtStep(bad_step=7, latent_dim=2, hidden_dims=[16])
+    model = NaNAtStep.from_config(compose_config(*SMALL), (1, 28, 28))
+    model.bad_step = 7
     with pytest.raises(NonFiniteError) as err:
         _trainer(tmp_path).fit(model, dm)
     message = str(err.value)
@@ -67,7 +69,7 @@ class InfGradient(VAE):
 def test_inf_in_a_gradient_stops_naming_the_parameter(fake_mnist, tmp_path):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
     with pytest.raises(NonFiniteError, match=r"the gradient of decoder\.net\.0\.weight is not finite at step 2"):
-        _trainer(tmp_path).fit(InfGradient(latent_dim=2, hidden_dims=[16]), dm)
+        _trainer(tmp_path).fit(InfGradient.from_config(compose_config(*SMALL), (1, 28, 28)), dm)
 
 
 def test_fp16_loss_scaling_overflows_are_left_to_the_grad_scaler(fake_mnist, tmp_path):
@@ -79,7 +81,7 @@ def test_fp16_loss_scaling_overflows_are_left_to_the_grad_scaler(fake_mnist, tmp
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[NonFiniteGuard()], plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
                         default_root_dir=tmp_path)
-    trainer.fit(VAE(latent_dim=2, hidden_dims=[16]), dm)
+    trainer.fit(make_vae(*SMALL), dm)
     assert trainer.global_step == 3 and scaler.get_scale() < 2.0**124
 
 
@@ -184,7 +186,8 @@ def test_bernoulli_on_intensities_warns(fake_mnist, tmp_path, caplog):
                    f"paths.output_dir={tmp_path}", "trainer.max_epochs=1", "data.val_size=100", "test=false",
                    "+trainer.enable_progress_bar=false")
     train(cfg)
-    assert any("model.likelihood=bernoulli on data.binarize=none" in r.message for r in caplog.records)
+    assert any("A likelihood over binary data (model.likelihood: Bernoulli) on data.binarize=none" in r.getMessage()
+               for r in caplog.records)
 
 
 @pytest.mark.slow

@@ -1,19 +1,30 @@
-"""The LightningModule: shapes, logging contract, Python API, checkpoint round trip."""
+"""The LightningModule: shapes, logging contract, parts injected, checkpoint round trip."""
+
+import functools
+import re
 
 import lightning as L
 import pytest
 import torch
 
-from vae_lightning import VAE
+from conftest import make_vae
+from vae_lightning import VAE, load_model
 from vae_lightning.data import MNISTDataModule
 from vae_lightning.errors import VAEUserError
+from vae_lightning.likelihoods import Bernoulli
+from vae_lightning.nets import MLPDecoder, MLPEncoder
+from vae_lightning.objectives import ELBO
+from vae_lightning.posteriors import DiagonalGaussianPosterior
+from vae_lightning.priors import StandardNormal
+
+SMALL = ("model.latent_dim=4", "model.encoder.hidden_dims=[16]")
 
 
 def test_forward_gives_per_example_terms():
-    model = VAE(latent_dim=4, hidden_dims=[16], num_samples=3, beta=2.0)
+    model = make_vae(*SMALL, "objective.num_samples=3", "objective.beta=2.0")
     x = torch.bernoulli(torch.rand(5, 1, 28, 28))
     terms = model(x)
-    for t in (terms.recon, terms.kl, terms.elbo, terms.loss):
+    for t in (terms.recon, terms.kl, terms.elbo, terms.loss, terms.iwae):
         assert t.shape == (5,)
     torch.testing.assert_close(terms.loss, terms.recon + 2.0 * terms.kl)
     # An untrained Bernoulli decoder gives ~log 2 nats per pixel.
@@ -21,54 +32,98 @@ def test_forward_gives_per_example_terms():
 
 
 def test_reconstruct_and_sample_shapes_and_ranges():
-    model = VAE(latent_dim=4, hidden_dims=[16])
+    model = make_vae(*SMALL)
     assert model.sample(7).shape == (7, 1, 28, 28)
     rec = model.reconstruct(torch.rand(3, 1, 28, 28))
     assert rec.shape == (3, 1, 28, 28) and rec.min() >= 0 and rec.max() <= 1
 
 
-def test_gaussian_likelihood_is_built_with_its_sigma():
-    model = VAE(likelihood="gaussian", sigma=0.3, hidden_dims=[8], latent_dim=2)
-    assert model.likelihood.sigma == 0.3
+def test_parts_are_built_from_their_config_groups():
+    model = make_vae("model/likelihood=gaussian", "model.likelihood.sigma=0.3", "model.latent_dim=2",
+                     "model.encoder.hidden_dims=[8, 4]", "model/optimizer=sgd", "model/lr_scheduler=cosine")
+    assert model.likelihood.sigma == 0.3 and isinstance(model.prior, StandardNormal)
+    assert [m.out_features for m in model.decoder.net if hasattr(m, "out_features")] == [4, 8, 784]  # mirrored
+    assert model.make_optimizer.func is torch.optim.SGD and model.kl_estimator == "analytic"
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"beta": -1.0}, "objective.beta"),
-    ({"num_samples": 0}, "objective.num_samples"),
-    ({"latent_dim": 0}, "model.latent_dim"),
-    ({"lr": 0.0}, "model.lr"),
-    ({"likelihood": "poisson"}, "model.likelihood"),
-    ({"lr_schedule": "step"}, "model.lr_schedule"),
+def test_a_vae_is_composed_of_parts_built_in_python():
+    posterior, likelihood = DiagonalGaussianPosterior(latent_dim=3), Bernoulli()
+    model = VAE(encoder=MLPEncoder((1, 28, 28), posterior.num_params, hidden_dims=[16]),
+                decoder=MLPDecoder(3, likelihood.param_shape((1, 28, 28)), hidden_dims=[16]),
+                posterior=posterior, prior=StandardNormal(3), likelihood=likelihood, objective=ELBO(num_samples=2),
+                optimizer=functools.partial(torch.optim.Adam, lr=1e-2), input_shape=(1, 28, 28))
+    assert model(torch.rand(4, 1, 28, 28)).elbo.shape == (4,)
+    # Parts that do not fit are named before anything trains.
+    with pytest.raises(VAEUserError, match=r"encoder outputs \[8\] numbers per example but the posterior"):
+        VAE(encoder=MLPEncoder((1, 28, 28), 8, hidden_dims=[16]), decoder=model.decoder, posterior=posterior,
+            prior=StandardNormal(3), likelihood=likelihood, objective=ELBO())
+    with pytest.raises(VAEUserError, match=r"decoder outputs \[2, 28, 28\] per example but the likelihood"):
+        VAE(encoder=model.encoder, decoder=MLPDecoder(3, (2, 28, 28), hidden_dims=[16]), posterior=posterior,
+            prior=StandardNormal(3), likelihood=likelihood, objective=ELBO())
+    with pytest.raises(VAEUserError, match="prior is over 5 dimensions but the posterior over 3"):
+        VAE(encoder=model.encoder, decoder=model.decoder, posterior=posterior, prior=StandardNormal(5),
+            likelihood=likelihood, objective=ELBO())
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["objective.beta=-1.0"], "objective.beta"),
+    (["objective.num_samples=0"], "objective.num_samples"),
+    (["model.latent_dim=0"], "model.latent_dim"),
+    (["model.optimizer.lr=-1.0"], "model.optimizer"),
+    (["model.encoder.activation=swishy"], "model.encoder.activation"),
+    (["model/likelihood=gaussian", "model.likelihood.sigma=0"], "model.likelihood.sigma=0 must be > 0"),
+    (["model/likelihood=gaussian_learned", "model.likelihood.min_sigma=2.0"], "model.likelihood.sigma"),
+    (["model.decoder.hidden_dims=[]"], "model.decoder.hidden_dims"),
+    (["+model.encoder.hiden_dims=[3]"], "model.encoder (vae_lightning.nets.MLPEncoder) cannot be built: TypeError"),
 ])
-def test_bad_hyperparameters_name_the_config_key(kwargs, key):
-    with pytest.raises(VAEUserError, match=key.replace(".", r"\.")):
-        VAE(**kwargs)
+def test_bad_part_settings_name_the_config_key(overrides, key):
+    with pytest.raises(VAEUserError, match=re.escape(key)):
+        make_vae(*overrides)
 
 
-def test_checkpoint_round_trip_without_the_config(fake_mnist, tmp_path):
+def test_checkpoint_round_trip_rebuilds_the_model_from_the_checkpoint_alone(fake_mnist, tmp_path):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
-    model = VAE(latent_dim=3, hidden_dims=[32], num_samples=2, beta=0.5)
+    model = make_vae("model.latent_dim=3", "model.encoder.hidden_dims=[32]", "objective.num_samples=2",
+                     "objective.beta=0.5", "model/likelihood=gaussian_learned_per_pixel")
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
-    loaded = VAE.load_from_checkpoint(tmp_path / "m.ckpt")
-    assert loaded.hparams.beta == 0.5 and loaded.hparams.num_samples == 2
+    loaded = load_model(tmp_path / "m.ckpt")  # weights_only=True inside: plain values only
+    assert loaded.objective.beta == 0.5 and loaded.objective.num_samples == 2
+    assert type(loaded.likelihood) is type(model.likelihood) and loaded.likelihood.raw_sigma.shape == (1, 28, 28)
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(loaded.reconstruct(x), model.reconstruct(x))
+    torch.testing.assert_close(loaded.likelihood.sigma, model.likelihood.sigma)
+    # Overrides change the rebuilt config: K for evaluation, say.
+    assert load_model(tmp_path / "m.ckpt", {"objective.num_samples": 7}).objective.num_samples == 7
+    assert VAE.load_from_checkpoint(tmp_path / "m.ckpt").objective.beta == 0.5
     # Logged names are the public contract.
     assert {"train/recon", "train/kl", "train/elbo", "train/loss", "train/beta",
             "val/recon", "val/kl", "val/elbo"} <= set(trainer.logged_metrics)
 
 
+def test_a_checkpoint_without_a_config_or_damaged_is_one_clear_error(tmp_path):
+    posterior, likelihood = DiagonalGaussianPosterior(latent_dim=2), Bernoulli()
+    by_hand = VAE(encoder=MLPEncoder((1, 28, 28), 4, hidden_dims=[8]), decoder=MLPDecoder(2, (1, 28, 28), [8]),
+                  posterior=posterior, prior=StandardNormal(2), likelihood=likelihood, objective=ELBO())
+    torch.save({"state_dict": by_hand.state_dict(), "hyper_parameters": dict(by_hand.hparams)}, tmp_path / "h.ckpt")
+    with pytest.raises(VAEUserError, match="does not describe its model"):
+        load_model(tmp_path / "h.ckpt")
+    (tmp_path / "bad.ckpt").write_bytes(b"\x80\x02 not a checkpoint")
+    with pytest.raises(VAEUserError, match="cannot be read as a checkpoint.*damaged"):
+        load_model(tmp_path / "bad.ckpt")
+
+
 def test_integer_images_are_refused_with_what_to_do():
     with pytest.raises(TypeError, match=r"float images in \[0, 1\], got torch.uint8.*x / 255"):
-        VAE(hidden_dims=[8], latent_dim=2)(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+        make_vae(*SMALL)(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero(fake_mnist, tmp_path):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
-    model = VAE(latent_dim=2, hidden_dims=[8], lr=0.01, lr_schedule="cosine")
+    model = make_vae("model.latent_dim=2", "model.encoder.hidden_dims=[8]", "model.optimizer.lr=0.01",
+                     "model/lr_scheduler=cosine")
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
     trainer.fit(model, dm)
@@ -76,10 +131,21 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(fake_mnist, tmp_path):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_any_torch_scheduler_is_one_override_away(fake_mnist, tmp_path):
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
+    model = make_vae(*SMALL, "model.optimizer.lr=0.01", "+model.lr_scheduler._target_=torch.optim.lr_scheduler.StepLR",
+                     "+model.lr_scheduler._partial_=true", "+model.lr_scheduler.step_size=1",
+                     "+model.lr_scheduler.gamma=0.5")
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(model, dm)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**3)  # stepped every epoch
+
+
 @pytest.mark.parametrize("precision, dtype", [("64-true", torch.float64), ("bf16-true", torch.bfloat16)])
 def test_true_precision_casts_the_data_to_the_weights(fake_mnist, tmp_path, precision, dtype):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
-    model = VAE(latent_dim=2, hidden_dims=[8])
+    model = make_vae("model.latent_dim=2", "model.encoder.hidden_dims=[8]")
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, precision=precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)

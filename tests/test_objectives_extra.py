@@ -7,22 +7,16 @@ import torch
 from torch.distributions import ContinuousBernoulli as TorchCB
 from torch.distributions import Independent, Normal
 
-from linear_gaussian import LinearGaussian
-from vae_lightning import VAE
+from conftest import make_vae
+from linear_gaussian import LinearGaussian, elbo_terms, gaussian_kl, log_weights, reparameterize
+from vae_lightning.errors import VAEUserError
 from vae_lightning.evaluation import LatentActivity, NegativeLogLikelihood, importance_sampled_log_px
-from vae_lightning.likelihoods import LearnedGaussian, PredictedGaussian, make_likelihood
-from vae_lightning.module import burda_lr_factor
+from vae_lightning.likelihoods import ContinuousBernoulli, Gaussian, LearnedGaussian, PredictedGaussian
 from vae_lightning.nets import ConvDecoder, ConvEncoder
-from vae_lightning.objective import (
-    elbo_terms,
-    free_bits_kl,
-    gaussian_kl,
-    iwae_bound,
-    log_importance_weights,
-    reparameterize,
-)
-from vae_lightning.schedules import beta_at
-from vae_lightning.likelihoods import Gaussian
+from vae_lightning.objectives import free_bits_kl, iwae_bound
+from vae_lightning.posteriors import DiagonalGaussian
+from vae_lightning.priors import StandardNormal
+from vae_lightning.schedules import beta_at, burda_lr_factor
 
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -34,8 +28,8 @@ def _approximate_encoder(model: LinearGaussian, x):
     return mean + 0.3, torch.log(torch.diagonal(cov) * 2.0).expand_as(mean).clone()
 
 
-def _encoder(model):
-    return lambda x: _approximate_encoder(model, x)
+def _q(model, x):
+    return DiagonalGaussian(*_approximate_encoder(model, x))
 
 
 # -- IWAE ----------------------------------------------------------------------------------
@@ -48,8 +42,8 @@ def test_iwae_rises_with_k_towards_log_px():
     means = {}
     for k in (1, 5, 50, 500):
         z = reparameterize(mu.repeat(reps, 1), logvar.repeat(reps, 1), k)
-        log_w = log_importance_weights(x.repeat(reps, 1), z, mu.repeat(reps, 1), logvar.repeat(reps, 1),
-                                       model.decode, Gaussian(model.s))
+        log_w = log_weights(x.repeat(reps, 1), z, mu.repeat(reps, 1), logvar.repeat(reps, 1),
+                                       model.decode, Gaussian(sigma=model.s))
         means[k] = iwae_bound(log_w).view(reps, -1).mean(0)  # E[L_K], [B]
     exact_elbo = model.expected_log_px_given_z(x, mu, logvar) - gaussian_kl(mu, logvar)
     log_px = model.log_px(x)
@@ -69,7 +63,7 @@ def test_iwae_objective_trains_on_minus_the_bound():
     model = LinearGaussian.make()
     x = model.sample_x(6)
     mu, logvar = _approximate_encoder(model, x)
-    terms = elbo_terms(x, mu, logvar, model.decode, Gaussian(model.s), num_samples=10, objective="iwae")
+    terms = elbo_terms(x, mu, logvar, model.decode, Gaussian(sigma=model.s), num_samples=10, objective="iwae")
     torch.testing.assert_close(terms.loss, -terms.iwae)
     torch.testing.assert_close(terms.elbo, -(terms.recon + terms.kl))
 
@@ -78,7 +72,7 @@ def test_elbo_objective_computes_the_iwae_bound_only_when_asked():
     model = LinearGaussian.make()
     x = model.sample_x(6)
     mu, logvar = _approximate_encoder(model, x)
-    args = (x, mu, logvar, model.decode, Gaussian(model.s), 10)
+    args = (x, mu, logvar, model.decode, Gaussian(sigma=model.s), 10)
     assert elbo_terms(*args).iwae is None
     torch.manual_seed(2)
     asked = elbo_terms(*args, with_iwae=True)
@@ -92,13 +86,13 @@ def test_iwae_with_beta_weights_the_prior_ratio_of_the_same_samples():
     model = LinearGaussian.make()
     x = model.sample_x(4)
     mu, logvar = _approximate_encoder(model, x)
-    lik = Gaussian(model.s)
+    lik = Gaussian(sigma=model.s)
     torch.manual_seed(3)
     terms = elbo_terms(x, mu, logvar, model.decode, lik, num_samples=6, beta=0.25, objective="iwae")
     torch.manual_seed(3)
     z = reparameterize(mu, logvar, 6)
     log_px_z = lik.log_prob(x, model.decode(z), 1)
-    log_ratio = log_importance_weights(x, z, mu, logvar, model.decode, lik) - log_px_z
+    log_ratio = log_weights(x, z, mu, logvar, model.decode, lik) - log_px_z
     torch.testing.assert_close(terms.loss, -iwae_bound(log_px_z + 0.25 * log_ratio))
     torch.testing.assert_close(terms.iwae, iwae_bound(log_px_z + log_ratio))  # the logged bound keeps beta = 1
 
@@ -114,7 +108,8 @@ def test_iwae_is_stable_for_very_negative_log_weights():
 def test_importance_sampled_log_px_converges_to_the_closed_form():
     model = LinearGaussian.make()
     x = model.sample_x(5)
-    estimate = importance_sampled_log_px(x, _encoder(model), model.decode, Gaussian(model.s), num_samples=20_000)
+    estimate = importance_sampled_log_px(x, _q(model, x), model.decode, StandardNormal(3), Gaussian(sigma=model.s),
+                                         num_samples=20_000)
     mu, logvar = _approximate_encoder(model, x)
     elbo_gap = model.log_px(x) - (model.expected_log_px_given_z(x, mu, logvar) - gaussian_kl(mu, logvar))
     error = (estimate - model.log_px(x)).abs()
@@ -126,11 +121,10 @@ def test_importance_sampled_log_px_is_exact_with_the_exact_posterior():
     model = LinearGaussian.make()
     x = model.sample_x(3)
 
-    def exact(x):
-        mean, cov = model.posterior(x)
-        return mean, torch.log(torch.diagonal(cov)).expand_as(mean).clone()
-
-    estimate = importance_sampled_log_px(x, exact, model.decode, Gaussian(model.s), num_samples=7)
+    mean, cov = model.posterior(x)
+    exact = DiagonalGaussian(mean, torch.log(torch.diagonal(cov)).expand_as(mean).clone())
+    estimate = importance_sampled_log_px(x, exact, model.decode, StandardNormal(3), Gaussian(sigma=model.s),
+                                         num_samples=7)
     torch.testing.assert_close(estimate, model.log_px(x), atol=1e-10, rtol=0)
 
 
@@ -138,7 +132,7 @@ def test_importance_sampled_log_px_is_exact_with_the_exact_posterior():
 def test_importance_sampled_log_px_does_not_depend_on_the_chunking(chunk_size):
     model = LinearGaussian.make(orthogonal=False)
     x = model.sample_x(4)
-    args = (x, _encoder(model), model.decode, Gaussian(model.s))
+    args = (x, _q(model, x), model.decode, StandardNormal(3), Gaussian(sigma=model.s))
     whole = importance_sampled_log_px(*args, num_samples=300, chunk_size=300,
                                       generator=torch.Generator().manual_seed(5))
     chunked = importance_sampled_log_px(*args, num_samples=300, chunk_size=chunk_size,
@@ -164,8 +158,9 @@ def test_latent_activity_counts_units_whose_mean_varies():
     mu = torch.randn(2000, 4) * torch.tensor([1.0, 0.5, 0.05, 0.0])  # variances 1, 0.25, 0.0025, 0
     logvar = torch.zeros(2000, 4)
     metric = LatentActivity(latent_dim=4)
-    metric.update(mu[:1000], logvar[:1000])
-    metric.update(mu[1000:], logvar[1000:])
+    kl_per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
+    metric.update(mu[:1000], kl_per_dim[:1000])
+    metric.update(mu[1000:], kl_per_dim[1000:])
     out = metric.compute()
     assert out["active_units"] == 2
     torch.testing.assert_close(out["variance"], mu.var(0, unbiased=False))
@@ -181,16 +176,16 @@ def test_schedules_give_the_documented_beta():
     assert [beta_at(s, 1.0, **cyc) for s in (0, 25, 50, 99, 100, 125, 150)] == [0, 0.5, 1, 1, 0, 0.5, 1]
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"kl_schedule": "linear"}, "objective.warmup_steps"),
-    ({"kl_schedule": "cyclical"}, "objective.cycle_steps"),
-    ({"kl_schedule": "cyclical", "cycle_steps": 10, "cycle_ratio": 0.0}, "objective.cycle_ratio"),
-    ({"kl_schedule": "sigmoid"}, "objective.kl_schedule"),
+@pytest.mark.parametrize("overrides, key", [
+    (["objective.kl_schedule=linear"], "objective.warmup_steps"),
+    (["objective.kl_schedule=cyclical"], "objective.cycle_steps"),
+    (["objective.kl_schedule=cyclical", "objective.cycle_steps=10", "objective.cycle_ratio=0.0"],
+     "objective.cycle_ratio"),
+    (["objective.kl_schedule=sigmoid"], "objective.kl_schedule"),
 ])
-def test_bad_schedule_settings_name_the_key(kwargs, key):
-    from vae_lightning.errors import VAEUserError
+def test_bad_schedule_settings_name_the_key(overrides, key):
     with pytest.raises(VAEUserError, match=key):
-        VAE(hidden_dims=[8], latent_dim=2, **kwargs)
+        make_vae("model.encoder.hidden_dims=[8]", "model.latent_dim=2", *overrides)
 
 
 def test_free_bits_changes_the_gradient_only_below_the_floor():
@@ -229,7 +224,7 @@ def test_burda_learning_rate_schedule():
 def test_continuous_bernoulli_is_a_normalised_density():
     logits = torch.tensor([-3.0, -0.5, 0.0, 1e-4, 2.0])
     grid = torch.linspace(0, 1, 20001)[:, None].expand(-1, 5)
-    lik = make_likelihood("continuous_bernoulli")
+    lik = ContinuousBernoulli()
     density = lik.log_prob(grid[..., None], logits.expand(20001, 5)[..., None], event_dim=1).exp()
     integral = torch.trapezoid(density, grid, dim=0)
     torch.testing.assert_close(integral, torch.ones(5), atol=1e-6, rtol=0)
@@ -242,8 +237,8 @@ def test_continuous_bernoulli_is_a_normalised_density():
 def test_learned_gaussian_scalar_and_per_pixel():
     x = torch.rand(3, 1, 4, 4)
     mean = torch.rand(3, 1, 4, 4)
-    scalar = LearnedGaussian((1, 4, 4), per_pixel=False, sigma=0.5, min_sigma=0.01)
-    per_pixel = LearnedGaussian((1, 4, 4), per_pixel=True, sigma=0.5, min_sigma=0.01)
+    scalar = LearnedGaussian((1, 4, 4), sigma=0.5, min_sigma=0.01, per_pixel=False)
+    per_pixel = LearnedGaussian((1, 4, 4), sigma=0.5, min_sigma=0.01, per_pixel=True)
     assert scalar.raw_sigma.shape == () and per_pixel.raw_sigma.shape == (1, 4, 4)
     torch.testing.assert_close(scalar.sigma, torch.tensor(0.5))
     ref = Independent(Normal(mean, 0.5), 3).log_prob(x)
@@ -274,8 +269,10 @@ def test_predicted_gaussian_splits_mean_and_bounded_sigma():
                                   "gaussian_learned_per_pixel", "gaussian_predicted"])
 def test_every_likelihood_trains_in_the_vae(name, architecture):
     torch.set_default_dtype(torch.float32)
-    model = VAE(latent_dim=4, hidden_dims=[16], channels=[4, 8], architecture=architecture, likelihood=name,
-                sigma=0.5, objective="iwae", num_samples=3)
+    net = "model.encoder.channels=[4, 8]" if architecture == "conv" else "model.encoder.hidden_dims=[16]"
+    sigma = ["model.likelihood.sigma=0.5"] if name in ("gaussian", "gaussian_learned", "gaussian_learned_per_pixel") else []
+    model = make_vae(f"model={architecture}", net, "model.latent_dim=4", f"model/likelihood={name}", *sigma,
+                     "objective=iwae", "objective.num_samples=3")
     x = torch.rand(5, 1, 28, 28)
     terms = model(x)
     assert terms.recon.shape == (5,) and torch.isfinite(terms.loss).all()
@@ -288,18 +285,16 @@ def test_every_likelihood_trains_in_the_vae(name, architecture):
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_conv_encoder_decoder_shapes(shape):
     torch.set_default_dtype(torch.float32)
-    enc = ConvEncoder(shape, [16, 32], latent_dim=8)
-    dec = ConvDecoder(8, [16, 32], (2 * shape[0], *shape[1:]))
-    mu, logvar = enc(torch.rand(5, *shape))
-    assert mu.shape == logvar.shape == (5, 8)
+    enc = ConvEncoder(shape, out_features=16, channels=[16, 32])
+    dec = ConvDecoder(8, (2 * shape[0], *shape[1:]), channels=[16, 32])
+    assert enc(torch.rand(5, *shape)).shape == (5, 16)
     assert dec(torch.randn(3, 5, 8)).shape == (3, 5, 2 * shape[0], *shape[1:])
-    model = VAE(input_shape=shape, architecture="conv", channels=[16, 32], latent_dim=8,
-                likelihood="gaussian_predicted", num_samples=3)
+    model = make_vae("model=conv", "model.encoder.channels=[16, 32]", "model.latent_dim=8",
+                     "model/likelihood=gaussian_predicted", "objective.num_samples=3", input_shape=shape)
     terms = model(torch.rand(4, *shape))
     assert terms.elbo.shape == (4,) and torch.isfinite(terms.elbo).all()
 
 
 def test_conv_on_a_size_it_cannot_halve_is_a_clear_error():
-    from vae_lightning.errors import VAEUserError
-    with pytest.raises(VAEUserError, match="divisible by 4.*30x30"):
-        VAE(input_shape=(1, 30, 30), architecture="conv", channels=[16, 32])
+    with pytest.raises(VAEUserError, match=r"model.encoder.channels=\[16, 32\].*divisible by 4.*30x30"):
+        make_vae("model=conv", "model.encoder.channels=[16, 32]", input_shape=(1, 30, 30))

@@ -3,8 +3,7 @@
 import lightning as L
 import pytest
 
-from conftest import real_mnist_dir
-from vae_lightning import VAE
+from conftest import make_vae, real_mnist_dir
 from vae_lightning.data import MNISTDataModule
 
 DATA = real_mnist_dir()
@@ -14,7 +13,7 @@ DATA = real_mnist_dir()
 def test_real_mnist_validation_elbo_rises(tmp_path):
     L.seed_everything(0, verbose=False)
     dm = MNISTDataModule(data_dir=DATA, batch_size=128, eval_batch_size=1000, download=False)
-    model = VAE()
+    model = make_vae()
     trainer = L.Trainer(max_epochs=1, limit_train_batches=300, limit_val_batches=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)
@@ -37,7 +36,8 @@ def test_real_mnist_iwae_training_beats_elbo_training_on_the_iwae_bound(tmp_path
     for objective in ("elbo", "iwae"):
         L.seed_everything(0, verbose=False)
         dm = MNISTDataModule(data_dir=DATA, batch_size=100, eval_batch_size=1000, download=False)
-        model = VAE(latent_dim=20, hidden_dims=[200, 200], activation="tanh", objective=objective, num_samples=5)
+        model = make_vae("model.latent_dim=20", "model.encoder.hidden_dims=[200, 200]", "model.encoder.activation=tanh",
+                         f"objective={objective}", "objective.num_samples=5")
         trainer = L.Trainer(max_epochs=3, limit_val_batches=5, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
         trainer.fit(model, dm)

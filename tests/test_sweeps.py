@@ -121,7 +121,7 @@ def test_optuna_search_maximises_the_validation_elbo_train_returns(fake_mnist, t
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     values = [json.loads((sweep / job / "metrics.json").read_text())["val/elbo_best"] for job in ("0", "1")]
     assert results["best_value"] == pytest.approx(max(values))
-    assert set(results["best_params"]) == {"objective.beta", "model.lr", "model.latent_dim"}
+    assert set(results["best_params"]) == {"objective.beta", "model.optimizer.lr", "model.latent_dim"}
 
 
 def test_joblib_launcher_runs_the_jobs_in_parallel_processes(fake_mnist, train_env, tmp_path):

@@ -4,14 +4,16 @@ import csv
 import json
 import os
 import math
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import PYTHON, ROOT
-from vae_lightning.run import model_kwargs
+from conftest import PYTHON, ROOT, make_vae
+from vae_lightning.build import load_model
 
 QUICK = ["trainer.max_epochs=2", "data.val_size=100", "data.batch_size=50", "data.eval_batch_size=100"]
 
@@ -34,8 +36,9 @@ def _compose(*overrides):
 def test_experiment_config_composes_beta_and_samples_into_the_model():
     cfg = _compose("+experiment=mnist", "objective.beta=4", "objective.num_samples=5")
     assert cfg.model._target_ == "vae_lightning.VAE"
-    kwargs = model_kwargs(cfg)
-    assert kwargs["beta"] == 4 and kwargs["num_samples"] == 5 and kwargs["objective"] == "elbo"
+    model = make_vae("+experiment=mnist", "objective.beta=4", "objective.num_samples=5")
+    assert model.objective.beta == 4 and model.objective.num_samples == 5 and type(model.objective).__name__ == "ELBO"
+    assert model.make_lr_scheduler.func.__name__ == "cosine_annealing"
     assert cfg.data._target_ == "vae_lightning.data.MNISTDataModule" and cfg.data.binarize == "dynamic"
     assert cfg.logger.wandb.mode == "auto" and list(cfg.logger.wandb.tags) == ["mnist", "vae"]
     assert cfg.callbacks.model_checkpoint.monitor == "val/elbo"
@@ -106,8 +109,7 @@ def test_resume_from_last_checkpoint_continues_the_run(csv_run, train_env, fake_
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert resumed["epochs"] == 3 and resumed["steps"] == first["steps"] // 2 * 3  # one more epoch, not three
-    from vae_lightning import VAE
-    assert VAE.load_from_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt").hparams.beta == 2.0
+    assert load_model(tmp_path / "resumed" / "checkpoints" / "last.ckpt").objective.beta == 2.0
 
 
 def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
@@ -122,30 +124,32 @@ def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
     ("objective.beta=-1", "objective.beta=-1"),
     ("objective.num_samples=0", "objective.num_samples=0"),
     ("objective.num_samples=2.5", "objective.num_samples=2.5 must be an integer"),
-    ("objective.name=vimco", "objective.name='vimco'"),
     ("objective.kl_schedule=sigmoid", "objective.kl_schedule='sigmoid'"),
     ("objective.kl_schedule=linear", "objective.warmup_steps=0 must be >= 1"),
     ("model.latent_dim=0", "model.latent_dim=0"),
     ("model.latent_dim=abc", "model.latent_dim='abc' must be an integer"),
-    ("model.lr=0", "model.lr=0"),
-    ("model.hidden_dims=64", "model.hidden_dims=64 must be a non-empty list of positive integers"),
-    ("model.activation=swishy", "Unknown activation 'swishy'"),
-    ("model.likelihood=poisson", "Unknown likelihood 'poisson'"),
-    ("model.architecture=rnn", "model.architecture='rnn'"),
+    ("model.optimizer.lr=-1", "model.optimizer (torch.optim.adam.Adam) cannot be built: ValueError: Invalid learning rate"),
+    ("model.encoder.hidden_dims=64", "model.encoder.hidden_dims=64 must be a non-empty list of positive integers"),
+    ("model.encoder.activation=swishy", "model.encoder.activation='swishy' must be one of"),
+    ("model/likelihood=gaussian model.likelihood.sigma=-1", "model.likelihood.sigma=-1 must be > 0"),
+    ("model.encoder._target_=vae_lightning.nets.RNNEncoder", "model.encoder (vae_lightning.nets.RNNEncoder) cannot be built"),
     ("data.batch_size=0", "data.batch_size=0 must be an integer >= 1"),
     ("data.num_workers=-1", "data.num_workers=-1"),
     ("data.binarize=otsu", "data.binarize='otsu'"),
     ("logger.wandb.mode=online", "logger.wandb.mode=online but no wandb API key"),
     ("trainer.devices=64", "trainer.devices=64 but this machine has"),
     ("trainer.strategy=ddp", "trainer.strategy='ddp' needs several devices"),
-    ("trainer.precision=8-bit", "trainer.precision='8-bit' is not known"),
-    ("trainer.max_epochs=-5", "trainer.max_epochs=-5 must be an integer >= 0"),
+    ("trainer.precision=8-bit", "trainer: Precision '8-bit' is invalid. Allowed precision values"),
+    ("trainer.max_epochs=-5", "trainer: `max_epochs` must be a non-negative integer or -1"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 must be a number >= 0"),
     ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path=/nonexistent/last.ckpt does not exist"),
-    ("objective.free_bits=0.5 objective.name=iwae", "objective.free_bits=0.5 applies to the ELBO only"),
+    ("objective=iwae +objective.free_bits=0.5", "objective.free_bits=0.5 applies to the ELBO only"),
     ("objective.free_bits_group_size=5", "objective.free_bits_group_size=5 must divide model.latent_dim=32"),
     ("eval.nll_chunk_size=-5", "eval.nll_chunk_size=-5 must be an integer >= 1"),
-    ("model=conv model.activation=swishy", "Unknown activation 'swishy'"),
+    ("model=conv model.encoder.activation=swishy", "model.encoder.activation='swishy' must be one of"),
+    ("model=conv +model.decoder.hidden_dims=[1]", "model.decoder (vae_lightning.nets.ConvDecoder) cannot be built: "
+                                                 "TypeError"),
+    ("model/decoder=mlp model=conv", "cannot be resolved (at model.decoder.hidden_dims)"),
 ])
 def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, fake_mnist, tmp_path, monkeypatch):
     from vae_lightning.errors import VAEUserError
@@ -164,10 +168,43 @@ def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, f
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("override, new", [
+    ("model.lr=0.01", "model.optimizer.lr=0.01"),
+    ("model.hidden_dims=[64]", "model.encoder.hidden_dims=[64]"),
+    ("model.channels=[8,16]", "model.encoder.channels=[8,16]"),
+    ("model.activation=tanh", "model.encoder.activation=tanh"),
+    ("model.likelihood=gaussian", "model/likelihood=gaussian"),
+    ("model.sigma=0.1", "model.likelihood.sigma=0.1"),
+    ("model.min_sigma=0.1", "model.likelihood.min_sigma=0.1"),
+    ("model.weight_decay=0.1", "model.optimizer.weight_decay=0.1"),
+    ("model.adam_eps=1e-4", "model.optimizer.eps=1e-4"),
+    ("model.fused_optimizer=false", "model.optimizer.fused=false"),
+    ("model.lr_schedule=cosine", "model/lr_scheduler=cosine"),
+    ("model.architecture=conv", "model=conv"),
+    ("objective.name=iwae", "objective=iwae"),
+    ("+model.lr=0.01", "model.optimizer.lr=0.01"),
+])
+def test_a_key_that_moved_names_the_new_one(override, new):
+    from vae_lightning.checks import check_overrides
+    from vae_lightning.errors import VAEUserError
+    with pytest.raises(VAEUserError, match=re.escape(f"has moved: write {new}")):
+        check_overrides(["+experiment=mnist", override])
+
+
+def test_an_experiment_file_with_a_key_that_moved_names_the_new_one(fake_mnist, tmp_path):
+    from vae_lightning.errors import VAEUserError
+    from vae_lightning.run import train
+    cfg = _compose("logger=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}", "+model.lr=0.01")
+    with pytest.raises(VAEUserError, match=re.escape("model.lr has moved: write model.optimizer.lr=0.01")):
+        train(cfg)
+
+
 @pytest.mark.parametrize("override, message", [
     ("objective.beta=-1", "error: objective.beta=-1 must be >= 0."),
     ("trainer.strategy=ddp", "error: trainer.strategy='ddp' needs several devices"),
     ("data=cifar", "Could not find 'data/cifar'"),  # Hydra's own message lists the options
+    ("model/prior=vamp", "Could not find 'model/prior/vamp'"),
+    ("model.likelihood=gaussian", "error: model.likelihood has moved: write model/likelihood=gaussian"),
 ])
 def test_bad_overrides_exit_non_zero_without_a_traceback(override, message, train_env, tmp_path):
     result = run_train([override, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], train_env, tmp_path)
@@ -197,27 +234,30 @@ def test_eval_without_a_checkpoint_says_how_to_call_it(train_env, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, checks", [
-    (["+experiment=burda"], {"objective": "iwae", "num_samples": 50, "nll_samples": 5000}),
-    (["+experiment=burda", "objective=elbo", "objective.num_samples=1"], {"objective": "elbo", "num_samples": 1}),
-    (["+experiment=mnist", "objective=iwae"], {"objective": "iwae", "num_samples": 5}),
+    (["+experiment=burda"], {"objective": "IWAE", "num_samples": 50, "nll_samples": 5000}),
+    (["+experiment=burda", "objective=elbo", "objective.num_samples=1"], {"objective": "ELBO", "num_samples": 1}),
+    (["+experiment=mnist", "objective=iwae"], {"objective": "IWAE", "num_samples": 5}),
     (["objective.kl_schedule=cyclical", "objective.cycle_steps=100"], {"kl_schedule": "cyclical", "cycle_steps": 100}),
 ])
 def test_objective_presets_reach_the_model(overrides, checks):
-    kwargs = model_kwargs(_compose(*overrides))
-    assert {k: kwargs[k] for k in checks} == checks
+    model = make_vae(*overrides)
+    got = {"objective": type(model.objective).__name__, "nll_samples": model.nll_samples,
+           **{k: getattr(model.objective, k) for k in ("num_samples", "kl_schedule", "cycle_steps")}}
+    assert {k: got[k] for k in checks} == checks
 
 
 def test_burda_and_fashion_presets_build_their_models(fake_mnist):
-    import hydra as _hydra
-    burda = _compose("+experiment=burda")
-    model = _hydra.utils.instantiate(burda.model, input_shape=[1, 28, 28], **model_kwargs(burda), _convert_="all")
+    model = make_vae("+experiment=burda")
     sizes = [m.out_features for m in model.encoder.net if hasattr(m, "out_features")]
-    assert sizes == [200, 200, 100] and model.hparams.activation == "tanh"
-    assert burda.data.batch_size == 20 and burda.trainer.max_epochs == 3280 and model.hparams.adam_eps == 1e-4
+    assert sizes == [200, 200, 100] and isinstance(model.encoder.net[1], torch.nn.Tanh)
+    assert isinstance(model.decoder.net[1], torch.nn.Tanh) and model.make_optimizer.keywords["eps"] == 1e-4
+    assert model.make_lr_scheduler.func.__name__ == "burda"
+    burda = _compose("+experiment=burda")
+    assert burda.data.batch_size == 20 and burda.trainer.max_epochs == 3280
     fashion = _compose("+experiment=fashion_mnist", f"data.data_dir={fake_mnist}")
     assert fashion.data._target_ == "vae_lightning.data.FashionMNISTDataModule" and fashion.data.binarize == "none"
-    model = _hydra.utils.instantiate(fashion.model, input_shape=[1, 28, 28], **model_kwargs(fashion), _convert_="all")
-    assert model.hparams.architecture == "conv" and type(model.likelihood).__name__ == "ContinuousBernoulli"
+    model = make_vae("+experiment=fashion_mnist")
+    assert type(model.encoder).__name__ == "ConvEncoder" and type(model.likelihood).__name__ == "ContinuousBernoulli"
 
 
 def test_wandb_runs_offline_by_itself_without_a_key_and_never_prompts(fake_mnist, train_env, tmp_path):

@@ -1,109 +1,137 @@
-"""Every check of the config in one place, each failing with one line: the key, the value, what is allowed.
+"""Checks of the config that belong to no single part, and the helpers parts use to check their own.
 
-``check_config`` runs on the composed config before any work starts (train.py);
-the model and the DataModules run their own part again when built from Python.
+Each part of a model (networks, posterior, prior, likelihood, objective) checks its own
+arguments in its constructor with the ``require_*`` helpers below and raises a
+:class:`ConfigError` naming its argument; the builder adds the part's config key
+(``model.encoder.``). What is left here: the run-level rules (the groups are there, keys
+that moved), the trainer's devices, and the data arguments.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from .errors import VAEUserError
+from .errors import ConfigError, VAEUserError
 
 log = logging.getLogger("vae_lightning")
 
-ARCHITECTURES = ("mlp", "conv")
-LR_SCHEDULES = ("constant", "cosine", "burda")
-OBJECTIVES = ("elbo", "iwae")
-KL_SCHEDULES = ("constant", "linear", "cyclical")
 BINARIZATIONS = ("dynamic", "static", "none")
 LOADERS = ("tensor", "dataloader")
-PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
-              "transformer-engine", "transformer-engine-float16")
-MULTI_DEVICE_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "deepspeed")
 
 
-def _fail(key: str, value: Any, rule: str) -> None:
-    raise VAEUserError(f"{key}={value!r} {rule}.")
+# -- helpers for parts ---------------------------------------------------------------------
 
-
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_model_args(hp: Mapping[str, Any]) -> None:
-    """The VAE's arguments (model, objective and eval groups)."""
-    for key, config_key in [("latent_dim", "model.latent_dim"), ("num_samples", "objective.num_samples"),
-                            ("warmup_steps", "objective.warmup_steps"), ("cycle_steps", "objective.cycle_steps"),
-                            ("free_bits_group_size", "objective.free_bits_group_size"),
-                            ("nll_samples", "eval.nll_samples")]:
-        if not _is_int(hp[key]):
-            _fail(config_key, hp[key], "must be an integer")
-    for key, config_key in [("beta", "objective.beta"), ("lr", "model.lr"), ("sigma", "model.sigma"),
-                            ("min_sigma", "model.min_sigma"), ("free_bits", "objective.free_bits"),
-                            ("weight_decay", "model.weight_decay"), ("cycle_ratio", "objective.cycle_ratio"),
-                            ("adam_eps", "model.adam_eps")]:
-        if not _is_number(hp[key]):
-            _fail(config_key, hp[key], "must be a number")
-    chunk = hp.get("nll_chunk_size")
-    if chunk is not None and (not _is_int(chunk) or chunk < 1):
-        _fail("eval.nll_chunk_size", chunk, "must be an integer >= 1, or null (as many as keep memory bounded)")
-    for key in ("hidden_dims", "channels"):
-        values = hp[key]
-        if not isinstance(values, (list, tuple)) or not values or not all(_is_int(v) and v >= 1 for v in values):
-            _fail(f"model.{key}", values, "must be a non-empty list of positive integers, e.g. [512, 256]")
-    rules = [  # (holds, config key, argument, what is allowed)
-        (hp["latent_dim"] >= 1, "model.latent_dim", "latent_dim", "must be >= 1"),
-        (hp["architecture"] in ARCHITECTURES, "model.architecture", "architecture", f"must be one of {list(ARCHITECTURES)}"),
-        (hp["objective"] in OBJECTIVES, "objective.name", "objective", f"must be one of {list(OBJECTIVES)}"),
-        (hp["beta"] >= 0, "objective.beta", "beta", "must be >= 0"),
-        (hp["num_samples"] >= 1, "objective.num_samples", "num_samples", "must be >= 1"),
-        (hp["free_bits"] >= 0, "objective.free_bits", "free_bits", "must be >= 0"),
-        (hp["free_bits_group_size"] >= 1 and hp["latent_dim"] % hp["free_bits_group_size"] == 0,
-         "objective.free_bits_group_size", "free_bits_group_size", f"must divide model.latent_dim={hp['latent_dim']}"),
-        (not (hp["free_bits"] > 0 and hp["objective"] == "iwae"), "objective.free_bits", "free_bits",
-         "applies to the ELBO only: set it to 0 with objective=iwae"),
-        (hp["lr"] > 0, "model.lr", "lr", "must be > 0"),
-        (hp["weight_decay"] >= 0, "model.weight_decay", "weight_decay", "must be >= 0"),
-        (hp["lr_schedule"] in LR_SCHEDULES, "model.lr_schedule", "lr_schedule", f"must be one of {list(LR_SCHEDULES)}"),
-        (hp["nll_samples"] >= 0, "eval.nll_samples", "nll_samples", "must be >= 0 (0 turns the test NLL off)"),
-        (hp["kl_schedule"] in KL_SCHEDULES, "objective.kl_schedule", "kl_schedule", f"must be one of {list(KL_SCHEDULES)}"),
-        (hp["kl_schedule"] != "linear" or hp["warmup_steps"] >= 1, "objective.warmup_steps", "warmup_steps",
-         "must be >= 1 for kl_schedule=linear"),
-        (hp["kl_schedule"] != "cyclical" or hp["cycle_steps"] >= 1, "objective.cycle_steps", "cycle_steps",
-         "must be >= 1 for kl_schedule=cyclical"),
-        (0 < hp["cycle_ratio"] <= 1, "objective.cycle_ratio", "cycle_ratio", "must be in (0, 1]"),
-    ]
-    for holds, config_key, arg, rule in rules:
-        if not holds:
-            _fail(config_key, hp[arg], rule)
+def require_int(key: str, value: Any, least: int | None = None) -> int:
+    """``value`` as an integer >= ``least``, or a ConfigError naming ``key``."""
+    if not is_int(value):
+        raise ConfigError(key, value, "must be an integer")
+    if least is not None and value < least:
+        raise ConfigError(key, value, f"must be an integer >= {least}")
+    return value
 
+
+def require_number(key: str, value: Any, least: float | None = None, above: float | None = None) -> float:
+    """``value`` as a number (>= ``least``, > ``above``), or a ConfigError naming ``key``."""
+    if not is_number(value):
+        raise ConfigError(key, value, "must be a number")
+    if least is not None and value < least:
+        raise ConfigError(key, value, f"must be >= {least}")
+    if above is not None and not value > above:
+        raise ConfigError(key, value, f"must be > {above}")
+    return float(value)
+
+
+def require_sizes(key: str, values: Any, example: str = "[512, 256]") -> list[int]:
+    """A non-empty list of positive integers (layer sizes, channels)."""
+    if not isinstance(values, (list, tuple)) or not values or not all(is_int(v) and v >= 1 for v in values):
+        raise ConfigError(key, values, f"must be a non-empty list of positive integers, e.g. {example}")
+    return list(values)
+
+
+def require_choice(key: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(key, value, f"must be one of {list(choices)}")
+    return value
+
+
+# -- keys that moved -----------------------------------------------------------------------
+
+#: Keys of the flat model config of earlier versions -> what to write now ({value}: the value given).
+RENAMED = {
+    "model.architecture": "model={value}",
+    "model.hidden_dims": "model.encoder.hidden_dims={value} (the mlp decoder mirrors it)",
+    "model.channels": "model.encoder.channels={value} (the conv decoder mirrors it)",
+    "model.activation": "model.encoder.activation={value} (the decoder follows it)",
+    "model.likelihood": "model/likelihood={value} (a config group now)",
+    "model.sigma": "model.likelihood.sigma={value}",
+    "model.min_sigma": "model.likelihood.min_sigma={value}",
+    "model.lr": "model.optimizer.lr={value}",
+    "model.weight_decay": "model.optimizer.weight_decay={value}",
+    "model.adam_eps": "model.optimizer.eps={value}",
+    "model.fused_optimizer": "model.optimizer.fused={value}",
+    "model.lr_schedule": "model/lr_scheduler={value} (a config group now)",
+    "objective.name": "objective={value}",
+}
+
+
+def _moved(key: str, value: Any) -> VAEUserError:
+    return VAEUserError(f"{key} has moved: write {RENAMED[key].format(value=value)}.")
+
+
+def check_overrides(args: Iterable[str]) -> None:
+    """Command-line overrides that name a key which has moved fail naming the new one (before Hydra,
+    whose own message would only say the key is not in the config)."""
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key in RENAMED:
+            raise _moved(key, value)
+
+
+def check_moved_keys(cfg: Mapping[str, Any]) -> None:
+    """The same for a composed config (an experiment file of an earlier version, say)."""
+    for key in RENAMED:
+        value = OmegaConf.select(cfg, key, default=None) if isinstance(cfg, DictConfig) else None
+        if value is not None and not isinstance(value, (DictConfig, dict)):
+            raise _moved(key, value)
+
+
+# -- data ----------------------------------------------------------------------------------
 
 def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, val_size: Any, num_workers: Any,
                     loader: Any = "tensor", pin_memory: Any = False, on_device: Any = "auto") -> None:
     """The image DataModules' arguments (data group)."""
     if binarize not in BINARIZATIONS:
-        _fail("data.binarize", binarize, f"is not known: choose one of {list(BINARIZATIONS)}")
+        raise ConfigError("data.binarize", binarize, f"is not known: choose one of {list(BINARIZATIONS)}")
     for key, value, least in [("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
                               ("val_size", val_size, 1), ("num_workers", num_workers, 0)]:
-        if not _is_int(value) or value < least:
-            _fail(f"data.{key}", value, f"must be an integer >= {least}")
+        require_int(f"data.{key}", value, least)
     if loader not in LOADERS:
-        _fail("data.loader", loader, f"is not known: choose one of {list(LOADERS)}")
+        raise ConfigError("data.loader", loader, f"is not known: choose one of {list(LOADERS)}")
     if on_device not in (True, False, "auto"):
-        _fail("data.on_device", on_device, "must be true, false or auto")
+        raise ConfigError("data.on_device", on_device, "must be true, false or auto")
     if loader == "tensor" and (num_workers or pin_memory):
         key, value = ("data.num_workers", num_workers) if num_workers else ("data.pin_memory", pin_memory)
-        _fail(key, value, "applies to data.loader=dataloader only: the tensor loader slices batches out of memory "
-                          "in the main process (set data.loader=dataloader to use worker processes)")
+        raise ConfigError(key, value, "applies to data.loader=dataloader only: the tensor loader slices batches out "
+                                      "of memory in the main process (set data.loader=dataloader to use worker "
+                                      "processes)")
 
+
+# -- trainer -------------------------------------------------------------------------------
 
 def _device_count(accelerator: str) -> int | None:
     """How many devices of this kind this machine has (None: not known here)."""
@@ -115,46 +143,51 @@ def _device_count(accelerator: str) -> int | None:
 
 
 def check_trainer(trainer: Mapping[str, Any]) -> None:
-    """The trainer group: accelerator, devices, strategy, precision, epochs, clipping."""
+    """The trainer's devices and clipping, before anything is built. Precision and strategy names and
+    the number of epochs are Lightning's to check (see ``run.build_trainer``)."""
     accelerator = str(trainer.get("accelerator", "auto"))
     devices = trainer.get("devices", "auto")
-    strategy = trainer.get("strategy", "auto")
-    num_nodes = trainer.get("num_nodes", 1) or 1
-    precision = trainer.get("precision")
-    if precision is not None and str(precision) not in PRECISIONS:
-        _fail("trainer.precision", precision, f"is not known: choose one of {list(PRECISIONS)}")
     available = _device_count(accelerator)
     if available == 0:
-        _fail("trainer.accelerator", accelerator, "but this machine has no such device: use trainer.accelerator=cpu "
-                                                  "(or auto)")
-    if _is_int(devices):
+        raise ConfigError("trainer.accelerator", accelerator, "but this machine has no such device: use "
+                                                              "trainer.accelerator=cpu (or auto)")
+    if is_int(devices):
         if devices < 1 and devices != -1:
-            _fail("trainer.devices", devices, "must be >= 1, -1 (all) or auto")
+            raise ConfigError("trainer.devices", devices, "must be >= 1, -1 (all) or auto")
         if available is not None and devices > available:
-            _fail("trainer.devices", devices, f"but this machine has {available} {accelerator} device(s)")
+            raise ConfigError("trainer.devices", devices, f"but this machine has {available} {accelerator} device(s)")
     elif isinstance(devices, (list, tuple)) and available is not None and any(d >= available for d in devices):
-        _fail("trainer.devices", list(devices), f"names a device this machine does not have ({available} found)")
-    if str(strategy) in MULTI_DEVICE_STRATEGIES and devices == 1 and num_nodes == 1:
-        _fail("trainer.strategy", strategy, "needs several devices: set trainer.devices=N (N > 1) or trainer.devices=-1, "
-                                            "or use trainer.strategy=auto for one device")
-    max_epochs = trainer.get("max_epochs")
-    if max_epochs is not None and (not _is_int(max_epochs) or max_epochs < -1):
-        _fail("trainer.max_epochs", max_epochs, "must be an integer >= 0, or -1 for no limit")
+        raise ConfigError("trainer.devices", list(devices), f"names a device this machine does not have "
+                                                            f"({available} found)")
     clip = trainer.get("gradient_clip_val")
-    if clip is not None and (not _is_number(clip) or clip < 0):
-        _fail("trainer.gradient_clip_val", clip, "must be a number >= 0 (or null for no clipping)")
+    if clip is not None and (not is_number(clip) or clip < 0):
+        raise ConfigError("trainer.gradient_clip_val", clip, "must be a number >= 0 (or null for no clipping)")
 
+
+# -- the whole config ----------------------------------------------------------------------
 
 def check_config(cfg: Mapping[str, Any]) -> None:
-    """All of the composed config, before anything is built."""
+    """What belongs to no single part, on the composed config, before anything is built."""
     for group in ("data", "model", "trainer"):
         if not cfg.get(group) or "_target_" not in cfg[group]:
             raise VAEUserError(f"The config has no usable `{group}` group: choose one, e.g. {group}=... "
                                f"(see `python train.py --help`).")
+    check_moved_keys(cfg)
     check_trainer(cfg["trainer"])
-    data, model = cfg["data"], cfg["model"]
-    binarize, likelihood = data.get("binarize"), model.get("likelihood")
-    if binarize == "none" and likelihood == "bernoulli":
-        log.warning("model.likelihood=bernoulli on data.binarize=none: the Bernoulli of non-binary intensities is "
-                    "not a normalised density, so its numbers are not log-likelihoods. Use data.binarize=dynamic "
-                    "or model.likelihood=continuous_bernoulli.")
+    _warn_binary_likelihood_on_intensities(cfg)
+
+
+def _warn_binary_likelihood_on_intensities(cfg: Mapping[str, Any]) -> None:
+    from hydra.utils import get_class
+
+    likelihood = cfg["model"].get("likelihood") or {}
+    if cfg["data"].get("binarize") != "none" or "_target_" not in likelihood:
+        return
+    try:
+        kind = getattr(get_class(likelihood["_target_"]), "data_kind", None)
+    except Exception:  # a bad target: the model's builder says so
+        return
+    if kind == "binary":
+        log.warning("A likelihood over binary data (model.likelihood: %s) on data.binarize=none: its numbers on "
+                    "intensities are not log-likelihoods. Use data.binarize=dynamic or "
+                    "model/likelihood=continuous_bernoulli.", likelihood["_target_"].rsplit(".", 1)[-1])

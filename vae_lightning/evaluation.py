@@ -9,14 +9,15 @@ import torch
 from torchmetrics import Metric
 
 from .likelihoods import Likelihood
-from .objective import gaussian_kl_per_dim, log_importance_weights
+from .objectives import log_importance_weights
 
 
 @torch.no_grad()
 def importance_sampled_log_px(
     x: torch.Tensor,
-    encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    q,
     decode: Callable[[torch.Tensor], torch.Tensor],
+    prior,
     likelihood: Likelihood,
     num_samples: int = 5000,
     chunk_size: int | None = None,
@@ -25,23 +26,23 @@ def importance_sampled_log_px(
 ) -> torch.Tensor:
     """log p(x) ~= log (1/S) sum_s p(x, z_s) / q(z_s|x), z_s ~ q(z|x): [B, *event] -> [B].
 
-    The S samples are taken ``chunk_size`` at a time (by default as many as keep
-    chunk * B <= ``max_rows`` decoder rows), and the log-sum-exp is carried from
-    chunk to chunk, so memory is bounded whatever S is. Each sample's noise is
-    drawn on its own, so the estimate does not depend on the chunking.
+    ``q`` is the posterior of x (``model.encode(x)``); any posterior family works. The S
+    samples are taken ``chunk_size`` at a time (by default as many as keep chunk * B <=
+    ``max_rows`` decoder rows), and the log-sum-exp is carried from chunk to chunk, so memory
+    is bounded whatever S is. Each sample is drawn on its own, so the estimate does not depend
+    on the chunking.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    mu, logvar = encode(x)  # [B, D]
-    chunk = chunk_size or max(1, max_rows // x.shape[0])
-    std = (0.5 * logvar).exp()
-    total = torch.full((x.shape[0],), -math.inf, dtype=mu.dtype, device=mu.device)  # running log-sum-exp
+    batch = x.shape[0]
+    chunk = chunk_size or max(1, max_rows // batch)
+    total = None  # the running log-sum-exp, [B]
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
-        eps = torch.stack([torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
-                           for _ in range(k)])  # [k, B, D]
-        log_w = log_importance_weights(x, mu + std * eps, mu, logvar, decode, likelihood)  # [k, B]
-        total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+        z = torch.cat([q.rsample(1, generator=generator) for _ in range(k)])  # [k, B, D]
+        log_w = log_importance_weights(x, z, q, decode, prior, likelihood)  # [k, B]
+        chunk_total = torch.logsumexp(log_w, dim=0)
+        total = chunk_total if total is None else torch.logaddexp(total, chunk_total)
     return total - math.log(num_samples)
 
 
@@ -78,9 +79,10 @@ class NegativeLogLikelihood(Metric):
 class LatentActivity(Metric):
     """Active units and KL per latent dimension over a dataset.
 
-    A unit d is active when Cov_x(E_q[z_d]) = Var_x(mu_d) > ``threshold``
-    (Burda et al. 2016 use 0.01). ``compute`` returns a dict: ``active_units``,
-    ``variance`` [D] and ``kl_per_dim`` [D] (mean over examples).
+    A unit d is active when Cov_x(E_q[z_d]) = Var_x(mean_d) > ``threshold`` (Burda et al.
+    2016 use 0.01); it needs only the posterior's mean, so it works for any posterior.
+    ``compute`` returns a dict: ``active_units``, ``variance`` [D] and, when a KL per
+    dimension was given (an analytic, factorised KL), ``kl_per_dim`` [D] (mean over examples).
     """
 
     full_state_update = False
@@ -93,19 +95,22 @@ class LatentActivity(Metric):
         self.add_state("sum_mu_sq", default=zeros.clone(), dist_reduce_fx="sum")
         self.add_state("sum_kl", default=zeros.clone(), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("kl_count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, mu: torch.Tensor, logvar: torch.Tensor) -> None:
-        mu64 = mu.detach().double()
+    def update(self, mean: torch.Tensor, kl_per_dim: torch.Tensor | None = None) -> None:
+        """mean: E_q[z] [B, D]; kl_per_dim: [B, D] or None."""
+        mu64 = mean.detach().double()
         self.sum_mu = self.sum_mu + mu64.sum(0)  # out-of-place, as in NegativeLogLikelihood
         self.sum_mu_sq = self.sum_mu_sq + mu64.pow(2).sum(0)
-        self.sum_kl = self.sum_kl + gaussian_kl_per_dim(mu64, logvar.detach().double()).sum(0)
-        self.count = self.count + mu.shape[0]
+        self.count = self.count + mean.shape[0]
+        if kl_per_dim is not None:
+            self.sum_kl = self.sum_kl + kl_per_dim.detach().double().sum(0)
+            self.kl_count = self.kl_count + mean.shape[0]
 
     def compute(self) -> dict[str, torch.Tensor]:
         mean = self.sum_mu / self.count
         variance = (self.sum_mu_sq / self.count - mean.pow(2)).clamp_min(0)
-        return {
-            "active_units": (variance > self.threshold).sum(),
-            "variance": variance,
-            "kl_per_dim": self.sum_kl / self.count,
-        }
+        out = {"active_units": (variance > self.threshold).sum(), "variance": variance}
+        if self.kl_count > 0:
+            out["kl_per_dim"] = self.sum_kl / self.kl_count
+        return out

@@ -80,7 +80,8 @@ class NonFiniteGuard(L.Callback):
         """After backward, before the weights change: the loss terms first, then every gradient."""
         if not self._due(trainer):
             return
-        terms = getattr(pl_module, "last_terms", None) or {}  # 0-dim tensors of the model's dtype
+        # The batch means of the step's terms, which the VAE publishes as `train_terms` (0-dim tensors).
+        terms = getattr(pl_module, "train_terms", None) or {}
         scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
         # fp16 loss scaling: an overflowing step is skipped by the GradScaler, by design.
         grads = [] if scaled else [p.grad for p in pl_module.parameters() if p.grad is not None]

@@ -68,11 +68,16 @@ class ImageLogger(L.Callback):
     range are fixed for the whole run, so the frames of successive epochs compare directly.
 
       reconstructions   ``num_inputs`` validation images above their reconstructions (means of p(x|z) at z = mu(x))
-      samples           means of p(x|z) for ``num_samples`` fixed draws z ~ N(0, I)
-      traversals        the first input's code with each of the ``traversal_dims`` dimensions of largest
-                        KL swept over [-traversal_range, traversal_range] (``traversal_steps`` values)
-      manifold          2-D latent space only: decoded grid at the N(0, 1) quantiles 0.05..0.95
-      latent_scatter    2-D latent space only: mu(x) of ``scatter_points`` test images, coloured by label
+      samples           means of p(x|z) for ``num_samples`` draws z ~ p(z) from fixed noise
+      traversals        the first input's code with each of the ``traversal_dims`` most active dimensions
+                        (largest KL where the KL has one per dimension, else largest Var_x E_q[z_d])
+                        swept over [-traversal_range, traversal_range] (``traversal_steps`` values)
+      manifold          2-D latent space only: decoded grid at the prior's quantiles 0.05..0.95
+      latent_scatter    2-D latent space only: E_q[z] of ``scatter_points`` test images, coloured by label
+
+    It uses only the model's public contract: ``encode(x)`` -> q (``q.mean``, ``q.kl_per_dim(prior)``),
+    ``decode_mean(z)``, ``prior.sample(n, generator)``, ``prior.quantiles(probs)`` and ``latent_dim``,
+    so any posterior and prior get their pictures.
 
     Files: ``<dirpath>/<name>/epoch_NNN.png`` (sizes in :data:`FIGSIZES`); with a wandb logger
     also ``images/<name>`` in the run, at the trainer's global step. ``every_n_epochs=0`` turns
@@ -132,14 +137,13 @@ class ImageLogger(L.Callback):
             loader = trainer.val_dataloaders
             x, y = next(iter(loader[0] if isinstance(loader, (list, tuple)) else loader))
             inputs, scatter_x, scatter_y = x[: self.num_inputs], x[: self.scatter_points], y[: self.scatter_points]
-        latent_dim = pl_module.hparams.latent_dim
-        self._fixed = {
-            "inputs": inputs.cpu(),
-            "scatter_x": scatter_x.cpu(),
-            "scatter_y": scatter_y.cpu(),
-            "noise": torch.randn(self.num_samples, latent_dim, generator=generator),
-        }
+        self._fixed = {"inputs": inputs.cpu(), "scatter_x": scatter_x.cpu(), "scatter_y": scatter_y.cpu()}
         return self._fixed
+
+    def noise_generator(self) -> torch.Generator:
+        """The generator of the prior samples, in the same state at every render: the same noise each
+        time (through a learnable prior's current parameters)."""
+        return torch.Generator().manual_seed(self.seed + 1)
 
     def _as_model_input(self, trainer: L.Trainer, pl_module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
         """What the model sees in evaluation: the DataModule's own transfer hook (uint8 -> [0, 1])."""
@@ -191,11 +195,12 @@ class ImageLogger(L.Callback):
     def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule, fixed: dict[str, torch.Tensor]) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
-        hp = pl_module.hparams
         where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
         x = self._as_model_input(trainer, pl_module, fixed["inputs"])
-        mu, logvar = pl_module.encoder(x.to(pl_module.dtype))
-        decode = lambda z: pl_module._mean(pl_module.decoder(z.to(pl_module.dtype))).float().cpu()  # noqa: E731
+        prior = pl_module.prior
+        q = pl_module.encode(x)
+        mu = q.mean  # [N, D]
+        decode = lambda z: pl_module.decode_mean(z).float().cpu()  # noqa: E731
         figures = {}
 
         # Inputs above their reconstructions, 8 to a row.
@@ -220,17 +225,22 @@ class ImageLogger(L.Callback):
         figures["reconstructions"] = fig
 
         # Prior samples.
-        samples = decode(fixed["noise"].to(pl_module.device))
+        samples = decode(prior.sample(self.num_samples, generator=self.noise_generator()))
         fig, ax = plt.subplots(figsize=FIGSIZES["samples"])
         _show(ax, tile(samples, math.ceil(math.sqrt(len(samples)))))
         ax.set_axis_off()
-        ax.set_title(f"Samples from the prior, fixed z ~ N(0, I) ({where})")
+        ax.set_title(f"Samples from the prior ({type(prior).__name__}, fixed noise) ({where})")
         fig.tight_layout()
         figures["samples"] = fig
 
-        # Traversals of the most active dimensions around the first input's code.
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).float().mean(0).cpu()  # KL per dim over the inputs
-        dims = kl.argsort(descending=True)[: min(self.traversal_dims, len(kl))]
+        # Traversals of the most active dimensions around the first input's code: by their KL where the
+        # posterior/prior pair has one per dimension, else by how much E_q[z_d] varies over the inputs.
+        kl_per_dim = q.kl_per_dim(prior)
+        if kl_per_dim is not None:
+            activity, measure = kl_per_dim.float().mean(0).cpu(), "KL"
+        else:
+            activity, measure = mu.float().var(0, unbiased=False).cpu(), "var"
+        dims = activity.argsort(descending=True)[: min(self.traversal_dims, len(activity))]
         values = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)
         z = mu[:1].float().cpu().repeat(len(dims) * len(values), 1)
         for i, d in enumerate(dims):
@@ -241,25 +251,25 @@ class ImageLogger(L.Callback):
         cell = x.shape[-1]
         ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))],
                       [f"{round(float(v), 1) + 0.0:+.1f}" for v in values])  # + 0.0: no "-0.0"
-        _row_ticks(ax, [f"z{int(d)} (KL {float(kl[d]):.2f})" for d in dims], x.shape[-2])
+        _row_ticks(ax, [f"z{int(d)} ({measure} {float(activity[d]):.2f})" for d in dims], x.shape[-2])
         ax.set_xlabel("value of the traversed dimension (the others stay at the input's code)")
         ax.set_title(f"Latent traversals, most active dimensions first ({where})")
         fig.tight_layout()
         figures["traversals"] = fig
 
-        if hp.latent_dim == 2:
-            q = torch.linspace(0.05, 0.95, self.manifold_steps, dtype=torch.float64)
-            grid_values = torch.distributions.Normal(0.0, 1.0).icdf(q).float()
-            z1, z2 = torch.meshgrid(grid_values, grid_values.flip(0), indexing="xy")  # z2 grows upwards
+        if pl_module.latent_dim == 2:
+            probs = torch.linspace(0.05, 0.95, self.manifold_steps, dtype=torch.float64)
+            quantiles = prior.quantiles(probs).float().cpu()  # [P, 2]: each marginal's
+            grid_x, grid_y = quantiles[:, 0], quantiles[:, 1].flip(0)  # z2 grows upwards
+            z1, z2 = torch.meshgrid(grid_x, grid_y, indexing="xy")
             manifold = decode(torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(pl_module.device))
             fig, ax = plt.subplots(figsize=FIGSIZES["manifold"])
             _show(ax, tile(manifold, self.manifold_steps))
             step_px = x.shape[-1] + 2
             ticks = list(range(0, self.manifold_steps, max(1, self.manifold_steps // 5)))
-            ax.set_xticks([2 + i * step_px + x.shape[-1] / 2 for i in ticks], [f"{grid_values[i]:.1f}" for i in ticks])
-            ax.set_yticks([2 + i * step_px + x.shape[-2] / 2 for i in ticks],
-                          [f"{grid_values.flip(0)[i]:.1f}" for i in ticks])
-            ax.set_xlabel("z1 (N(0, 1) quantiles 0.05 to 0.95)")
+            ax.set_xticks([2 + i * step_px + x.shape[-1] / 2 for i in ticks], [f"{grid_x[i]:.1f}" for i in ticks])
+            ax.set_yticks([2 + i * step_px + x.shape[-2] / 2 for i in ticks], [f"{grid_y[i]:.1f}" for i in ticks])
+            ax.set_xlabel("z1 (the prior's quantiles 0.05 to 0.95)")
             ax.set_ylabel("z2")
             ax.set_title(f"Decoded latent manifold ({where})")
             fig.tight_layout()
@@ -267,15 +277,14 @@ class ImageLogger(L.Callback):
 
             codes = []
             for chunk in fixed["scatter_x"].split(1000):
-                codes.append(pl_module.encoder(self._as_model_input(trainer, pl_module, chunk).to(pl_module.dtype))[0]
-                             .float().cpu())
+                codes.append(pl_module.encode(self._as_model_input(trainer, pl_module, chunk)).mean.float().cpu())
             codes = torch.cat(codes)
             labels = fixed["scatter_y"].cpu()
             fig, ax = plt.subplots(figsize=FIGSIZES["latent_scatter"])
             points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
             fig.colorbar(points, ax=ax, ticks=range(10), label="label")
-            ax.set_xlabel("mu_1(x)")
-            ax.set_ylabel("mu_2(x)")
+            ax.set_xlabel("E_q[z_1]")
+            ax.set_ylabel("E_q[z_2]")
             ax.set_title(f"Codes of {len(codes)} test images ({where})")
             fig.tight_layout()
             figures["latent_scatter"] = fig

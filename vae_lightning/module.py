@@ -1,227 +1,295 @@
-"""The LightningModule: encoder, decoder, likelihood and objective in one place."""
+"""The LightningModule: it wires the parts of a VAE together, trains them and logs."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
 import torch
+from torch import nn
 
-from .checks import check_model_args
-from .errors import VAEUserError
+from .errors import ConfigError, VAEUserError
 from .evaluation import LatentActivity, NegativeLogLikelihood, importance_sampled_log_px
-from .likelihoods import make_likelihood
-from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .objective import ElboTerms, elbo_terms
-from .schedules import beta_at
-
-
-def burda_lr_factor(epoch: int, stages: int = 8) -> float:
-    """Burda et al. (2016): stage i lasts 3^i epochs at lr * 10^(-i/7), i = 0..7 (3280 epochs in all)."""
-    stage, end = 0, 1
-    while epoch >= end and stage < stages - 1:
-        stage += 1
-        end += 3**stage
-    return 10 ** (-stage / 7)
+from .likelihoods import Likelihood
+from .objectives import Objective, Terms
+from .posteriors import Posterior, PosteriorFamily
+from .priors import Prior
 
 
 class VAE(L.LightningModule):
-    """A variational autoencoder trained on the ELBO (beta-weighted, K samples) or the IWAE bound.
+    """A variational autoencoder composed of parts (each its own module, see the README's Architecture):
+
+        x --encoder--> params of q --posterior--> q(z|x)          z ~ q: [K, B, D]
+        z --decoder--> params of p(x|z) --likelihood--> log p(x|z)
+        prior p(z);  objective(x, q, decoder, prior, likelihood) -> per-example terms
 
     Logged per split, in nats per example (``train/``, ``val/``, ``test/``):
       recon  -E_q[log p(x|z)], the reconstruction loss
-      kl     KL(q(z|x) || p(z))
+      kl     KL(q(z|x) || p(z)): analytic when the posterior/prior pair has a closed form, else
+             the Monte-Carlo estimate from the same K samples (``kl_estimator`` says which)
       elbo   -(recon + kl): the true bound on log p(x), whatever beta is
       iwae   the importance-weighted bound L_K on the same K samples (when K > 1 or objective=iwae)
-    and for training also ``loss`` (what is minimised) and ``beta`` (the beta in use).
-    At validation end: ``val/active_units`` and ``val/kl_dim/NN``; after testing with
-    ``nll_samples > 0``: ``test/nll`` (nats) and ``test/bpd`` (bits per dimension).
+    and for training also ``loss`` (what is minimised) and ``beta`` (the beta in use), at every
+    step the loggers record and at least once an epoch. At validation end: ``val/active_units``
+    and, for a factorised analytic KL, ``val/kl_dim/NN``; after testing with ``nll_samples > 0``:
+    ``test/nll`` (nats) and, for discrete data, ``test/bpd`` (bits per dimension).
 
-    Every argument is a plain value, so ``VAE.load_from_checkpoint(path)`` rebuilds
-    the model without the config that trained it.
+    Build it from parts (``VAE(encoder=..., decoder=..., ...)``) or from a config with
+    :meth:`from_config`; only the latter writes checkpoints that rebuild themselves
+    (:func:`vae_lightning.load_model`).
+
+    optimizer:    a partial, ``optimizer(params) -> torch.optim.Optimizer`` (default Adam, lr 1e-3).
+    lr_scheduler: a partial, ``lr_scheduler(optimizer[, total_steps])`` -> a torch scheduler
+                  (stepped every epoch) or Lightning's scheduler dict; None: a constant lr.
     """
 
     def __init__(
         self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        posterior: PosteriorFamily,
+        prior: Prior,
+        likelihood: Likelihood,
+        objective: Objective,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        lr_scheduler: Callable[..., Any] | None = None,
+        *,
         input_shape: Sequence[int] = (1, 28, 28),
-        latent_dim: int = 32,
-        architecture: str = "mlp",
-        hidden_dims: Sequence[int] = (512, 256),
-        channels: Sequence[int] = (32, 64),
-        activation: str = "relu",
-        likelihood: str = "bernoulli",
-        sigma: float = 1.0,
-        min_sigma: float = 1e-2,
-        objective: str = "elbo",
-        beta: float = 1.0,
-        num_samples: int = 1,
-        kl_schedule: str = "constant",
-        warmup_steps: int = 0,
-        cycle_steps: int = 0,
-        cycle_ratio: float = 0.5,
-        free_bits: float = 0.0,
-        free_bits_group_size: int = 1,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        adam_eps: float = 1e-8,
-        lr_schedule: str = "constant",
         nll_samples: int = 0,
         nll_chunk_size: int | None = None,
-        fused_optimizer: bool = True,
+        config: Mapping[str, Any] | None = None,
     ):
         super().__init__()
-        # The run's full config is logged by the entry point; this only stores what
-        # rebuilding the model needs, in the checkpoint.
-        self.save_hyperparameters(logger=False)
-        check_model_args(self.hparams)
+        # What a checkpoint needs to rebuild the model (plain values; see vae_lightning.build).
+        self.save_hyperparameters({"input_shape": list(input_shape), "config": config}, logger=False)
         self.input_shape = tuple(input_shape)
-        try:
-            self.likelihood = make_likelihood(likelihood, self.input_shape, sigma=sigma, min_sigma=min_sigma)
-            param_shape = self.likelihood.param_shape(self.input_shape)
-            if architecture == "mlp":
-                hidden_dims = list(hidden_dims)
-                self.encoder = MLPEncoder(self.input_shape, hidden_dims, latent_dim, activation)
-                # The decoder mirrors the encoder: hidden sizes in reverse order.
-                self.decoder = MLPDecoder(latent_dim, hidden_dims[::-1], param_shape, activation)
-            else:
-                self.encoder = ConvEncoder(self.input_shape, list(channels), latent_dim, activation)
-                self.decoder = ConvDecoder(latent_dim, list(channels), param_shape, activation)
-        except ValueError as e:
-            raise VAEUserError(str(e)) from None
-        self.val_activity = LatentActivity(latent_dim)
+        self.encoder, self.decoder = encoder, decoder
+        self.posterior, self.prior, self.likelihood = posterior, prior, likelihood
+        self.objective = objective
+        self.make_optimizer = optimizer or functools.partial(torch.optim.Adam, lr=1e-3)
+        self.make_lr_scheduler = lr_scheduler
+        self.nll_samples, self.nll_chunk_size = nll_samples, nll_chunk_size
+        self.kl_estimator = self._check_parts()
+        self.val_activity = LatentActivity(self.latent_dim)
         self.test_nll = NegativeLogLikelihood(math.prod(self.input_shape))
+        #: The batch means of the last training step's terms (0-dim, detached), for callbacks.
+        self.train_terms: dict[str, torch.Tensor] = {}
+        self._last_train_logs: dict[str, Any] | None = None
+        self._train_logged_epoch = -1
 
-    # -- the model ---------------------------------------------------------------------
     @property
-    def beta(self) -> float:
-        """The beta in use now (it follows the KL schedule during training)."""
-        hp = self.hparams
-        return beta_at(self.global_step, hp.beta, hp.kl_schedule, hp.warmup_steps, hp.cycle_steps, hp.cycle_ratio)
+    def latent_dim(self) -> int:
+        return self.posterior.latent_dim
 
-    def forward(self, x: torch.Tensor, beta: float | None = None) -> ElboTerms:
-        """Per-example terms of the bound for a batch x [B, *input_shape] of floats in [0, 1]."""
+    def _check_parts(self) -> str:
+        """That the parts fit together, on a zero input (no randomness, no training); returns which KL
+        the objective logs (``analytic`` or ``monte_carlo``)."""
+        if self.prior.latent_dim != self.posterior.latent_dim:
+            raise VAEUserError(f"The prior is over {self.prior.latent_dim} dimensions but the posterior over "
+                               f"{self.posterior.latent_dim}: build both with the same latent_dim.")
+        modules = [self.encoder, self.decoder, self.posterior, self.prior, self.likelihood]
+        modes = [m.training for m in modules]
+        try:
+            for m in modules:
+                m.eval()
+            with torch.no_grad():
+                params = self.encoder(torch.zeros(1, *self.input_shape))
+                if tuple(params.shape) != (1, self.posterior.num_params):
+                    raise VAEUserError(f"The encoder outputs {list(params.shape[1:])} numbers per example but the "
+                                       f"posterior ({type(self.posterior).__name__}) takes "
+                                       f"{self.posterior.num_params}: build the encoder with "
+                                       f"out_features=posterior.num_params.")
+                q = self.posterior(params)
+                if tuple(q.mean.shape) != (1, self.latent_dim):
+                    raise VAEUserError(f"{type(self.posterior).__name__} gives a mean of shape {list(q.mean.shape)}, "
+                                       f"not [B, latent_dim={self.latent_dim}].")
+                out = self.decoder(q.mean)
+                expected = self.likelihood.param_shape(self.input_shape)
+                if tuple(out.shape[1:]) != tuple(expected):
+                    raise VAEUserError(f"The decoder outputs {list(out.shape[1:])} per example but the likelihood "
+                                       f"({type(self.likelihood).__name__}) needs {list(expected)}: build the decoder "
+                                       f"with output_shape=likelihood.param_shape(input_shape).")
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        try:
+            return self.objective.check(q, self.prior)
+        except ConfigError as e:
+            raise e.at("objective") from None
+
+    # -- the model: encode, decode, sample ----------------------------------------------
+    def _as_input(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_floating_point():
             raise TypeError(f"VAE expects float images in [0, 1], got {x.dtype}: scale them (x / 255) and "
                             f"binarise them first, as the DataModules of vae_lightning.data do.")
-        hp = self.hparams
-        x = x.to(self.dtype)  # e.g. bf16-true or 64-true precision: the data follows the weights
-        mu, logvar = self.encoder(x)
-        return elbo_terms(x, mu, logvar, self.decoder, self.likelihood, hp.num_samples,
-                          self.beta if beta is None else beta, hp.objective, hp.free_bits, hp.free_bits_group_size,
-                          with_iwae=self._logs_iwae)
+        return x.to(self.dtype)  # e.g. bf16-true or 64-true precision: the data follows the weights
 
-    @property
-    def _logs_iwae(self) -> bool:
-        """L_K is logged beside the ELBO when it says something more: K > 1, or it is the objective."""
-        return self.hparams.num_samples > 1 or self.hparams.objective == "iwae"
+    def encode(self, x: torch.Tensor) -> Posterior:
+        """q(z|x) for a batch x [B, *input_shape]."""
+        return self.posterior(self.encoder(self._as_input(x)))
 
-    def _mean(self, params: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(params, len(self.input_shape))
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z) for codes z [..., D]: [..., *input_shape]."""
+        return self.likelihood.mean(self.decoder(z.to(self.dtype)), len(self.input_shape))
+
+    def forward(self, x: torch.Tensor) -> Terms:
+        """Per-example terms of the bound for a batch x [B, *input_shape] of floats in [0, 1]."""
+        return self._terms(x)[1]
+
+    def _terms(self, x: torch.Tensor) -> tuple[Posterior, Terms]:
+        x = self._as_input(x)
+        q = self.encode(x)
+        terms = self.objective(x, q, self.decoder, self.prior, self.likelihood, step=self.global_step,
+                               with_iwae=self.objective.reports_iwae)
+        return q, terms
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean of p(x|z) at z = mu(x): [B, *input_shape]."""
-        mu, _ = self.encoder(x.to(self.dtype))
-        return self._mean(self.decoder(mu))
+        """The mean of p(x|z) at z = E_q[z]: [B, *input_shape]."""
+        return self.decode_mean(self.encode(x).mean)
 
     @torch.no_grad()
-    def sample(self, num: int) -> torch.Tensor:
+    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Means of p(x|z) for z drawn from the prior: [num, *input_shape]."""
-        z = torch.randn(num, self.hparams.latent_dim, device=self.device, dtype=self.dtype)
-        return self._mean(self.decoder(z))
+        return self.decode_mean(self.prior.sample(num, generator=generator))
 
     @torch.no_grad()
     def log_px(self, x: torch.Tensor, num_samples: int | None = None, chunk_size: int | None = None) -> torch.Tensor:
         """Importance-sampled log p(x) with S samples (default ``nll_samples``, else 5000): [B]."""
-        num_samples = num_samples or self.hparams.nll_samples or 5000
-        return importance_sampled_log_px(x.to(self.dtype), self.encoder, self.decoder, self.likelihood, num_samples,
-                                         chunk_size or self.hparams.nll_chunk_size)
+        x = self._as_input(x)
+        return importance_sampled_log_px(x, self.encode(x), self.decoder, self.prior, self.likelihood,
+                                         num_samples or self.nll_samples or 5000, chunk_size or self.nll_chunk_size)
 
-    # -- training and evaluation -------------------------------------------------------
-    def _shared_step(self, batch, split: str) -> ElboTerms:
-        x, _ = batch
-        beta = self.beta if split == "train" else 1.0
-        terms = self(x, beta=beta)
-        loss = terms.loss.mean()
+    # -- training and evaluation ----------------------------------------------------------
+    def _log_terms(self, split: str, terms: Terms, batch_size: int, **extra: Any) -> None:
         recon, kl = terms.recon.mean(), terms.kl.mean()
-        if split == "train":
-            # For NonFiniteGuard: no sync here, it reads them only when it checks.
-            self.last_terms = {"recon": recon.detach(), "kl": kl.detach(), "loss": loss.detach()}
-            if not self._writes_train_logs():
-                return terms  # each self.log costs ~0.8 ms of Lightning's Python: skip steps nobody records
         values = {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
-        if self._logs_iwae:
+        if terms.iwae is not None:
             values["iwae"] = terms.iwae.mean()
-        if split == "train":
-            values.update(loss=loss, beta=beta)
-        on_step = split == "train"  # train: a point per step; val/test: the mean over the epoch
+        values.update({name: value.mean() for name, value in terms.extras.items()})
+        values.update(extra)
+        on_step = split == "train"  # train: a point per logged step; val/test: the mean over the epoch
         for name, value in values.items():
-            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=x.shape[0],
+            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=batch_size,
                      sync_dist=not on_step,  # epoch means are reduced across processes
                      prog_bar=name == "elbo")
-        return terms
 
-    def _writes_train_logs(self) -> bool:
-        """Whether the loggers record this training step (every trainer.log_every_n_steps) or it
-        ends the epoch (so the progress bar and short runs still see the train terms)."""
+    def _train_logs_due(self, batch_idx: int) -> bool:
+        """Whether the loggers record this step (every ``trainer.log_every_n_steps`` optimiser steps), or it
+        is the epoch's last batch, which the progress bar shows. Each ``self.log`` costs ~0.8 ms of
+        Lightning's Python, so the other steps log nothing."""
         trainer = self._trainer
         if trainer is None:
             return True
-        connector = getattr(trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True) or trainer.is_last_batch)
+        every = trainer.log_every_n_steps
+        recorded = every > 0 and (self.global_step + 1) % every == 0
+        if recorded:
+            self._train_logged_epoch = self.current_epoch
+        return recorded or batch_idx + 1 >= trainer.num_training_batches
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train").loss.mean()
+        x = batch[0]
+        terms = self(x)
+        loss = terms.loss.mean()
+        self.train_terms = {"recon": terms.recon.mean().detach(), "kl": terms.kl.mean().detach(),
+                            "loss": loss.detach()}
+        if self._train_logs_due(batch_idx):
+            self._log_terms("train", terms, x.shape[0], loss=loss, beta=terms.beta)
+            self._last_train_logs = {"terms": terms, "batch_size": x.shape[0], "loss": loss.detach()}
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # A short epoch (fewer steps than trainer.log_every_n_steps, or limit_train_batches) reaches no
+        # logger step: record its last batch's terms with the epoch's metrics.
+        last = self._last_train_logs
+        if last is not None and self._train_logged_epoch != self.current_epoch:
+            terms = last["terms"]
+            values = {"recon": terms.recon.mean(), "kl": terms.kl.mean()}
+            values.update(elbo=-(values["recon"] + values["kl"]), loss=last["loss"], beta=terms.beta)
+            if terms.iwae is not None:
+                values["iwae"] = terms.iwae.mean()
+            for name, value in values.items():
+                self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=last["batch_size"])
+        self._last_train_logs = None
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        terms = self._shared_step(batch, "val")
-        self.val_activity.update(terms.mu, terms.logvar)
+        x = batch[0]
+        q, terms = self._terms(x)
+        self._log_terms("val", terms, x.shape[0])
+        self.val_activity.update(q.mean, terms.kl_per_dim)
 
     def on_validation_epoch_end(self) -> None:
         activity = self.val_activity.compute()  # reduced across processes
         self.val_activity.reset()
         self.log("val/active_units", activity["active_units"].float())
-        for d, kl in enumerate(activity["kl_per_dim"]):
+        for d, kl in enumerate(activity.get("kl_per_dim", ())):
             self.log(f"val/kl_dim/{d:02d}", kl.float())
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-        if self.hparams.nll_samples > 0:
-            self.test_nll.update(self.log_px(batch[0]))
+        x = batch[0]
+        _, terms = self._terms(x)
+        self._log_terms("test", terms, x.shape[0])
+        if self.nll_samples > 0:
+            self.test_nll.update(self.log_px(x))
 
     def on_test_epoch_end(self) -> None:
-        if self.hparams.nll_samples > 0:
+        if self.nll_samples > 0:
             nll = self.test_nll.compute()  # reduced across processes
             self.test_nll.reset()
             self.log("test/nll", nll.float())
-            if self.hparams.likelihood == "bernoulli":
-                # Bits per dimension of binary data. For densities on [0, 1] intensities the
-                # usual 8-bit figure would need dequantised data and +8 bits: not reported.
+            if self.likelihood.data_kind != "continuous":
+                # Bits per dimension of discrete data. For densities on [0, 1] intensities the usual
+                # 8-bit figure would need dequantised data and +8 bits: not reported.
                 self.log("test/bpd", self.test_nll.bits_per_dim(nll).float())
 
-    def _adam(self) -> torch.optim.Adam:
-        """Adam, with the fused kernel (one kernel for all parameters: ~13% faster steps for the MNIST
-        MLP on a CPU, see benchmarks/RESULTS.md) where the device has it and fp16 loss scaling
-        (which must unscale before clipping) is off."""
-        hp = self.hparams
-        kwargs = dict(lr=hp.lr, weight_decay=hp.weight_decay, eps=hp.adam_eps)
-        params = list(self.parameters())
-        precision = str(getattr(self._trainer, "precision", "32-true"))
-        if hp.fused_optimizer and precision not in ("16-mixed", "16"):
-            try:
-                return torch.optim.Adam(params, fused=True, **kwargs)
-            except RuntimeError:  # no fused kernel for this device or dtype
-                pass
-        return torch.optim.Adam(params, **kwargs)
-
+    # -- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = self._adam()
-        if hp.lr_schedule == "constant":
+        precision = str(getattr(self._trainer, "precision", "32-true"))
+        optimizer = build_optimizer(self.make_optimizer, [p for p in self.parameters() if p.requires_grad],
+                                    precision)
+        if self.make_lr_scheduler is None:
             return optimizer
-        if hp.lr_schedule == "cosine":  # from lr down to 0 over the whole run, every step
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.estimated_stepping_batches)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, burda_lr_factor)  # per epoch
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        total_steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        scheduler = build_lr_scheduler(self.make_lr_scheduler, optimizer, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], input_shape: Sequence[int]) -> "VAE":
+        """Build a VAE from a run config (its ``model``, ``objective`` and ``eval`` groups); its
+        checkpoints then rebuild themselves with :func:`vae_lightning.load_model`."""
+        from .build import build_model
+
+        return build_model(config, input_shape, default_class=cls)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location: Any = "cpu",
+                             overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> "VAE":  # type: ignore[override]
+        """The model of a checkpoint, rebuilt from the config inside it (see :func:`vae_lightning.load_model`)."""
+        from .build import load_model
+
+        return load_model(checkpoint_path, overrides=overrides, map_location=map_location)
+
+
+def build_optimizer(make: Callable[..., torch.optim.Optimizer], params: list, precision: str = "32-true"):
+    """``make(params)``, with a fused kernel only where it works: not with fp16 loss scaling (which must
+    unscale before clipping), and not where the device or dtype has none (the default implementation
+    then, with the same maths)."""
+    fused = bool(getattr(make, "keywords", {}).get("fused"))
+    if fused and precision in ("16-mixed", "16"):
+        return make(params, fused=False)
+    try:
+        return make(params)
+    except RuntimeError:
+        if not fused:
+            raise
+        return make(params, fused=False)
+
+
+def build_lr_scheduler(make: Callable[..., Any], optimizer: torch.optim.Optimizer, total_steps: int) -> dict:
+    """Lightning's scheduler dict from ``make(optimizer[, total_steps])`` (total_steps only if it takes it)."""
+    takes_total = "total_steps" in inspect.signature(make).parameters
+    scheduler = make(optimizer, total_steps=int(total_steps)) if takes_total else make(optimizer)
+    return scheduler if isinstance(scheduler, dict) else {"scheduler": scheduler, "interval": "epoch"}

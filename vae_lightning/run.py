@@ -18,9 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .checks import check_config
 from .errors import VAEUserError
+from .module import VAE
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +58,35 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
-def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """What the objective and eval groups add to the model's arguments."""
-    objective = OmegaConf.to_container(cfg.objective, resolve=True)
-    objective["objective"] = objective.pop("name")
-    evaluation = cfg.get("eval") or {}
-    return {**objective, "nll_samples": evaluation.get("nll_samples", 0),
-            "nll_chunk_size": evaluation.get("nll_chunk_size")}
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved, as plain values; a broken interpolation is one
+    error naming its key."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        where = f" (at {e.full_key})" if getattr(e, "full_key", None) else ""
+        raise VAEUserError(f"The config cannot be resolved{where}: {str(e).splitlines()[0]}") from None
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Trainer of the ``trainer`` group. Lightning checks its own settings (precision and strategy
+    names, epochs); what it refuses is one error naming the group."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.strategies import ParallelStrategy
+
+    try:
+        trainer = hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, VAEUserError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            raise VAEUserError(f"trainer: {str(cause).splitlines()[0]}") from None
+        raise
+    if isinstance(trainer.strategy, ParallelStrategy) and trainer.world_size == 1:
+        raise VAEUserError(f"trainer.strategy={cfg.get('strategy')!r} needs several devices: set trainer.devices=N "
+                           f"(N > 1) or trainer.devices=-1, or use trainer.strategy=auto for one device.")
+    return trainer
 
 
 def _instantiate_loggers(group: DictConfig | None, output_dir: Path) -> list[Any]:
@@ -137,13 +161,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     seed = L.seed_everything(cfg.get("seed"), workers=True, verbose=False)
     log.info(f"seed {seed}")
 
+    resolved = resolve(cfg)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    # _convert_: plain lists and dicts as hyperparameters, so checkpoints load with weights_only=True.
-    model: L.LightningModule = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
-                                           **model_kwargs(cfg), _convert_="all")
+    # The parts are built from the resolved config, which the checkpoints keep (plain values, so
+    # they load with weights_only=True and rebuild the model by themselves).
+    model = VAE.from_config(resolved, datamodule.input_shape)
+    kl_estimator = model.kl_estimator
+    log.info(f"KL(q || p) of {type(model.posterior).__name__} against {type(model.prior).__name__}: "
+             f"{kl_estimator.replace('_', '-')}")
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_loggers(cfg.get("logger"), output_dir)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if cfg.get("compile"):
         model = _compiled(model, trainer)
     if trainer.world_size > 1:
@@ -152,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(seed + trainer.global_rank, workers=True, verbose=False)
         log.info(f"rank {trainer.global_rank}: noise seed {seed + trainer.global_rank}")
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["kl_estimator"] = kl_estimator  # which `kl` the logs hold: analytic or monte_carlo
     if trainer.is_global_zero:
         # What eval.py reads back: the config with every interpolation resolved.
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +200,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         metrics["val/elbo_best"] = float(checkpoint.best_model_score)
+    metrics["kl_estimator"] = kl_estimator
     metrics["epochs"] = trainer.current_epoch
     metrics["steps"] = trainer.global_step
     metrics["seed"] = seed
@@ -199,35 +228,37 @@ def _finish_wandb() -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test a checkpoint with the data config of the run that made it; return the metrics."""
-    from .module import VAE
+    """Test a checkpoint: the model is rebuilt from the config inside it, the data from the data config
+    inside it (or ``config_path``'s); return the metrics."""
+    from .build import checkpoint_config, load_model, read_checkpoint
 
     if not cfg.get("ckpt_path"):
         raise VAEUserError("ckpt_path is not set: run `python eval.py ckpt_path=<run dir>/checkpoints/last.ckpt`.")
     ckpt = Path(cfg.ckpt_path).expanduser()
     if not ckpt.is_file():
         raise VAEUserError(f"ckpt_path={ckpt} does not exist.")
+    checkpoint = read_checkpoint(ckpt)
+    config, _ = checkpoint_config(checkpoint, ckpt)
+    data_cfg = config.get("data")
     if cfg.get("config_path"):
-        config_path = Path(cfg.config_path)
-    else:  # <run>/checkpoints/*.ckpt, or <run>/hpc_ckpt_N.ckpt
-        candidates = [ckpt.parent.parent / "resolved_config.yaml", ckpt.parent / "resolved_config.yaml"]
-        config_path = next((p for p in candidates if p.is_file()), candidates[0])
-    if not config_path.is_file():
-        raise VAEUserError(f"No run config at {config_path}: pass config_path=<run dir>/resolved_config.yaml.")
-    run_cfg = OmegaConf.load(config_path)
+        config_path = Path(cfg.config_path).expanduser()
+        if not config_path.is_file():
+            raise VAEUserError(f"config_path={config_path} does not exist: give a run's resolved_config.yaml.")
+        data_cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True).get("data")
+        if not data_cfg:
+            raise VAEUserError(f"config_path={config_path} has no data group: give a run's resolved_config.yaml.")
+    if not data_cfg:
+        raise VAEUserError(f"{ckpt} does not say what data it was trained on: pass config_path=<run "
+                           f"dir>/resolved_config.yaml.")
+    data_cfg = OmegaConf.create(data_cfg)
     if cfg.get("data_dir"):
-        run_cfg.data.data_dir = cfg.data_dir
+        data_cfg.data_dir = cfg.data_dir
     seed = L.seed_everything(cfg.get("seed"), verbose=False)
 
-    datamodule = instantiate(run_cfg.data)
-    try:
-        model = VAE.load_from_checkpoint(ckpt, map_location="cpu", num_samples=cfg.num_samples,
-                                         nll_samples=cfg.nll_samples, nll_chunk_size=cfg.nll_chunk_size)
-    except VAEUserError:
-        raise
-    except Exception as e:  # not a checkpoint of this project, or a damaged file
-        raise VAEUserError(f"Cannot load {ckpt} as a VAE checkpoint: {type(e).__name__}: {e}") from None
-    trainer = instantiate(cfg.trainer, enable_checkpointing=False)
+    datamodule = instantiate(data_cfg)
+    model = load_model(ckpt, overrides={"objective.num_samples": cfg.num_samples, "eval.nll_samples": cfg.nll_samples,
+                                        "eval.nll_chunk_size": cfg.nll_chunk_size})
+    trainer = build_trainer(cfg.trainer, enable_checkpointing=False)
     if trainer.world_size > 1:
         L.seed_everything(seed + trainer.global_rank, verbose=False)  # each rank its own noise
     start = time.perf_counter()
@@ -235,12 +266,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in results.items()}
     metrics["seconds"] = seconds
-    report = {"ckpt_path": str(ckpt), "num_samples": cfg.num_samples, "nll_samples": cfg.nll_samples, **metrics}
+    report = {"ckpt_path": str(ckpt), "num_samples": cfg.num_samples, "nll_samples": cfg.nll_samples,
+              "kl_estimator": model.kl_estimator, **metrics}
     if trainer.is_global_zero:  # the metrics are already reduced across ranks
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "eval_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         lines = [f"{k:>12} {v:10.3f}" for k, v in sorted(metrics.items())]
-        print(f"evaluated {ckpt} (K={cfg.num_samples} for elbo/iwae, S={cfg.nll_samples} for nll):")
+        print(f"evaluated {ckpt} (K={cfg.num_samples} for elbo/iwae, S={cfg.nll_samples} for nll, "
+              f"{model.kl_estimator.replace('_', '-')} KL):")
         print("\n".join(lines))
     return metrics

@@ -1,0 +1,158 @@
+"""The shared parts of every objective: the terms it returns, K samples, the beta schedule, the KL.
+
+    log p(x) = KL(q(z|x) || p(z|x)) + ELBO,    so ELBO <= log p(x)
+    ELBO     = E_q[log p(x|z)] - KL(q(z|x) || p(z))
+             =   -recon        -      kl
+    log w    = log p(x|z) + log p(z) - log q(z|x)     (IWAE bound, test NLL, Monte-Carlo KL)
+
+All values are per example, in nats: summed over data and latent dimensions, not averaged.
+Nothing here knows about Lightning, so it can be tested and reused alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..checks import require_choice, require_int, require_number
+from ..errors import ConfigError
+from ..kl import analytic_kl, has_analytic_kl
+from ..likelihoods import Likelihood
+from ..schedules import KL_SCHEDULES, beta_at
+
+KL_ESTIMATORS = ("auto", "analytic", "monte_carlo")
+
+
+def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """The importance-weighted bound L_K = log (1/K) sum_k w_k, stably: [K, B] -> [B].
+
+    (Burda et al. 2016.) L_1 is the ELBO; L_K rises with K towards log p(x).
+    """
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
+def log_importance_weights(x: torch.Tensor, z: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor],
+                           prior, likelihood: Likelihood) -> torch.Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for samples z_k of q.
+
+    x: [B, *event], z: [K, B, D]  ->  [K, B]
+
+    Its mean over k is an unbiased ELBO estimate (the KL estimated too); its
+    log-mean-exp is the importance-weighted bound. When q is the exact posterior,
+    log w is the same for every z: it is log p(x).
+    """
+    return likelihood.log_prob(x, decode(z), x.dim() - 1) + prior.log_prob(z) - q.log_prob(z)
+
+
+def free_bits_kl(kl_per_group: torch.Tensor, floor: float, group_size: int = 1) -> torch.Tensor:
+    """The KL term of the loss with free bits (Kingma et al. 2016): [B, D] -> [B].
+
+    Latent dimensions are taken in groups of ``group_size``; a group whose KL,
+    averaged over the minibatch, is below ``floor`` nats contributes the floor
+    (a constant: no gradient) instead of its KL. The batch mean of the result is
+    sum_g max(floor, mean_batch KL_g), the objective of the paper; above the
+    floor the gradient is exactly that of the plain KL.
+    """
+    batch, dims = kl_per_group.shape
+    if dims % group_size:
+        raise ValueError(f"free_bits_group_size={group_size} does not divide the latent size {dims}.")
+    groups = kl_per_group.view(batch, dims // group_size, group_size).sum(-1)  # [B, G]
+    above = groups.detach().mean(0, keepdim=True) > floor  # [1, G]
+    return torch.where(above, groups, torch.full_like(groups, floor)).sum(-1)
+
+
+@dataclass
+class Terms:
+    """Per-example terms of the bound, each of shape [B], in nats.
+
+    recon:  -E_q[log p(x|z)], the reconstruction loss, estimated with K samples.
+    kl:     KL(q(z|x) || p(z)): analytic when the pair has a closed form, else the
+            Monte-Carlo estimate (1/K) sum_k log q(z_k|x) - log p(z_k) on the same samples.
+    elbo:   -(recon + kl), the true bound on log p(x) whatever beta is.
+    loss:   what training minimises (with beta, free bits, ...).
+    iwae:   the importance-weighted bound L_K over the same K samples (beta = 1); None unless
+            asked for or trained on.
+    kl_per_dim: [B, D], the analytic KL of each latent dimension when the pair factorises, else None.
+    beta:   the beta the loss was computed with.
+    extras: anything more an objective reports (logged as they are named).
+    """
+
+    recon: torch.Tensor
+    kl: torch.Tensor
+    elbo: torch.Tensor
+    loss: torch.Tensor
+    iwae: torch.Tensor | None = None
+    kl_per_dim: torch.Tensor | None = None
+    beta: float = 1.0
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective:
+    """K samples of z per example, a beta schedule, and the KL estimator. Subclasses implement ``__call__``.
+
+    num_samples:  K, the Monte-Carlo samples of z per example.
+    beta, kl_schedule, warmup_steps, cycle_steps, cycle_ratio: the weight of the KL term against the
+                  optimiser step (see :func:`vae_lightning.schedules.beta_at`).
+    kl_estimator: ``auto`` (analytic where the posterior/prior pair has a closed form, else Monte
+                  Carlo), ``analytic`` (refuse a pair without one) or ``monte_carlo`` (always).
+    """
+
+    def __init__(self, num_samples: int = 1, beta: float = 1.0, kl_schedule: str = "constant", warmup_steps: int = 0,
+                 cycle_steps: int = 0, cycle_ratio: float = 0.5, kl_estimator: str = "auto"):
+        self.num_samples = require_int("num_samples", num_samples, 1)
+        self.beta = require_number("beta", beta, least=0)
+        self.kl_schedule = require_choice("kl_schedule", kl_schedule, KL_SCHEDULES)
+        self.warmup_steps = require_int("warmup_steps", warmup_steps, 0)
+        self.cycle_steps = require_int("cycle_steps", cycle_steps, 0)
+        self.cycle_ratio = require_number("cycle_ratio", cycle_ratio)
+        if kl_schedule == "linear" and warmup_steps < 1:
+            raise ConfigError("warmup_steps", warmup_steps, "must be >= 1 for kl_schedule=linear")
+        if kl_schedule == "cyclical" and cycle_steps < 1:
+            raise ConfigError("cycle_steps", cycle_steps, "must be >= 1 for kl_schedule=cyclical")
+        if not 0 < cycle_ratio <= 1:
+            raise ConfigError("cycle_ratio", cycle_ratio, "must be in (0, 1]")
+        self.kl_estimator = require_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
+
+    def beta_at(self, step: int) -> float:
+        """The beta in use at optimiser step ``step``."""
+        return beta_at(step, self.beta, self.kl_schedule, self.warmup_steps, self.cycle_steps, self.cycle_ratio)
+
+    @property
+    def reports_iwae(self) -> bool:
+        """Whether L_K says more than the ELBO: K > 1 (or it is what is trained)."""
+        return self.num_samples > 1
+
+    def check(self, q, prior) -> str:
+        """Whether this objective works with this posterior/prior pair (a ConfigError if not), and which
+        KL it will log: ``analytic`` or ``monte_carlo``. ``q`` is any posterior of the family."""
+        analytic = has_analytic_kl(q, prior)
+        if self.kl_estimator == "analytic" and not analytic:
+            raise ConfigError("kl_estimator", self.kl_estimator,
+                              f"but {type(q).__name__} against {type(prior).__name__} has no closed-form KL: "
+                              f"use auto or monte_carlo")
+        return "analytic" if analytic and self.kl_estimator != "monte_carlo" else "monte_carlo"
+
+    def sample_terms(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor], prior,
+                     likelihood: Likelihood, need_log_ratio: bool):
+        """Draw K samples and evaluate what every objective needs from them.
+
+        Returns log p(x|z_k) [K, B], log p(z_k) - log q(z_k|x) [K, B] (None unless needed: a
+        Monte-Carlo KL or ``need_log_ratio``), kl [B] and kl_per_dim [B, D] or None.
+        """
+        z = q.rsample(self.num_samples)  # [K, B, D]
+        log_px_z = likelihood.log_prob(x, decode(z), x.dim() - 1)  # [K, B]
+        analytic = None if self.kl_estimator == "monte_carlo" else analytic_kl(q, prior)
+        log_ratio = prior.log_prob(z) - q.log_prob(z) if analytic is None or need_log_ratio else None
+        if analytic is not None:
+            kl, kl_per_dim = analytic
+        else:
+            kl, kl_per_dim = -log_ratio.mean(0), None
+        return log_px_z, log_ratio, kl, kl_per_dim
+
+    def __call__(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor], prior,
+                 likelihood: Likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
+        """The terms of a batch x [B, *event] with q(z|x) from the encoder."""
+        raise NotImplementedError

@@ -1,0 +1,52 @@
+"""What a posterior family and its distributions provide."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..checks import require_int
+from ..kl import analytic_kl
+
+
+class Posterior:
+    """q(z|x) for a batch of B examples, over D latent dimensions.
+
+    Subclasses set ``mean`` [B, D] and implement ``rsample`` and ``log_prob``.
+    """
+
+    mean: torch.Tensor
+
+    def rsample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """K differentiable samples (reparameterised): [K, B, D]."""
+        raise NotImplementedError
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z|x), summed over the latent dimensions: [..., B, D] -> [..., B]."""
+        raise NotImplementedError
+
+    def kl(self, prior) -> torch.Tensor | None:
+        """Analytic KL(q || prior) [B] when the pair has a closed form (see :mod:`vae_lightning.kl`), else None."""
+        found = analytic_kl(self, prior)
+        return None if found is None else found[0]
+
+    def kl_per_dim(self, prior) -> torch.Tensor | None:
+        """The analytic KL of each latent dimension [B, D], when the pair factorises over them, else None."""
+        found = analytic_kl(self, prior)
+        return None if found is None else found[1]
+
+
+class PosteriorFamily(nn.Module):
+    """Builds q(z|x) from the encoder's output: ``forward(params [B, num_params]) -> Posterior``."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = require_int("latent_dim", latent_dim, 1)
+
+    @property
+    def num_params(self) -> int:
+        """How many numbers per example the encoder must output."""
+        raise NotImplementedError
+
+    def forward(self, params: torch.Tensor) -> Posterior:
+        raise NotImplementedError
