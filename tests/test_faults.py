@@ -208,3 +208,32 @@ def test_compile_without_a_compiler_is_one_clear_error(fake_mnist, tmp_path, mon
                    f"paths.output_dir={tmp_path}", "data.val_size=100")
     with pytest.raises(VAEUserError, match=r"compile=true on the CPU needs a C\+\+ compiler"):
         train(cfg)
+
+
+def test_the_epoch_line_of_a_run_resumed_mid_epoch_counts_from_the_resume(fake_mnist, tmp_path, caplog):
+    import logging
+    import re
+
+    from vae_lightning.callbacks import EpochSummary
+
+    class StopMidEpoch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 7:  # 5 steps an epoch: batch 2 of epoch 1
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                trainer.should_stop = True
+
+    def fit(callbacks, ckpt_path=None):
+        dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
+        trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=callbacks, default_root_dir=tmp_path)
+        trainer.fit(make_vae(*SMALL), dm, ckpt_path=ckpt_path)
+
+    fit([StopMidEpoch()])
+    caplog.set_level(logging.INFO, logger="vae_lightning")
+    start = time.perf_counter()
+    fit([EpochSummary()], ckpt_path=tmp_path / "mid.ckpt")
+    wall = time.perf_counter() - start
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/2")]
+    seconds = float(re.search(r"\(([\d.]+) s", line).group(1))
+    assert "since the resume" in line
+    assert 0 <= seconds <= wall + 0.1  # not the time since the process (or the machine) started

@@ -151,3 +151,21 @@ def test_true_precision_casts_the_data_to_the_weights(fake_mnist, tmp_path, prec
                         default_root_dir=tmp_path)
     trainer.fit(model, dm)
     assert model.dtype == dtype and torch.isfinite(trainer.callback_metrics["val/elbo"])
+
+
+def test_an_epoch_shorter_than_the_logging_interval_still_logs_the_train_terms(fake_mnist, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+    import csv
+
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=50)
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=3, log_every_n_steps=50, limit_val_batches=1,
+                        logger=CSVLogger(tmp_path, name="csv"), enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(make_vae(*SMALL, "objective.num_samples=2"), dm)
+    (path,) = tmp_path.glob("csv/version_*/metrics.csv")
+    rows = [r for r in csv.DictReader(open(path)) if r.get("train/kl")]
+    assert [int(r["step"]) for r in rows] == [2, 5]  # each epoch's last step (3 steps an epoch)
+    for r in rows:
+        recon, kl = float(r["train/recon"]), float(r["train/kl"])
+        assert float(r["train/elbo"]) == pytest.approx(-(recon + kl)) and float(r["train/iwae"]) < 0
+        assert float(r["train/loss"]) == pytest.approx(recon + kl) and float(r["train/beta"]) == 1.0

@@ -21,10 +21,17 @@ class EpochSummary(L.Callback):
     KEYS = ("val/elbo", "val/recon", "val/kl", "val/iwae", "val/active_units")
 
     def __init__(self) -> None:
-        self._start = 0.0
+        self._start = time.perf_counter()
+        self._resumed = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed mid-epoch starts with no on_train_epoch_start: its first line counts from here.
+        self._start = time.perf_counter()
+        self._resumed = trainer.global_step > 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._resumed = False
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._start  # training and this epoch's validation
@@ -32,7 +39,8 @@ class EpochSummary(L.Callback):
         values = "  ".join(f"{k}={float(metrics[k]):.2f}" for k in self.KEYS if k in metrics)
         if trainer.is_global_zero:
             of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-            log.info(f"epoch {trainer.current_epoch + 1}{of}  {values}  ({seconds:.1f} s)")
+            since = " since the resume" if self._resumed else ""
+            log.info(f"epoch {trainer.current_epoch + 1}{of}  {values}  ({seconds:.1f} s{since})")
 
 
 class ProgressBar(RichProgressBar):

@@ -71,7 +71,9 @@ class TensorBatches:
         self.tensors = tuple(tensors)
         self.batch_size, self.drop_last = batch_size, drop_last
         self.sampler = EpochOrder(len(tensors[0]), shuffle, seed, rank, world_size)
-        self.batch_sampler = None  # what Lightning looks for on a DataLoader: batches come whole here
+        # Lightning reads a loader's batch_sampler as it would a DataLoader's (to warn about shuffled
+        # evaluation loaders); there is none: batches come whole. pyproject pins the Lightning range tested.
+        self.batch_sampler = None
         # Asked when an epoch's first batch is taken: how many of its batches were already trained
         # on (a run resumed mid-epoch), so the epoch goes on with the same order where it stopped.
         self.skip_batches = skip_batches

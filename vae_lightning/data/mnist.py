@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -215,13 +216,18 @@ class IDXImageDataModule(L.LightningDataModule):
 
     def _batches_done_this_epoch(self) -> int:
         """Training batches of the current epoch already done: 0 at an epoch's start, the
-        checkpoint's position when a run resumes mid-epoch (Lightning restores its progress
-        counter before the first batch is taken)."""
+        checkpoint's position when a run resumes mid-epoch. From the trainer's public counters,
+        which a resumed run restores before its first batch is taken."""
         trainer = self.trainer
-        try:
-            return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-        except AttributeError:  # no trainer, or not fitting
+        if trainer is None or not trainer.training or not trainer.num_training_batches:
             return 0
+        per_epoch = trainer.num_training_batches
+        if per_epoch == float("inf"):
+            return 0
+        accumulate = trainer.accumulate_grad_batches
+        steps_per_epoch = math.ceil(per_epoch / accumulate)
+        steps_done = trainer.global_step - trainer.current_epoch * steps_per_epoch
+        return int(max(0, min(per_epoch, steps_done * accumulate)))
 
     def train_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
