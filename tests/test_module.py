@@ -153,6 +153,7 @@ def test_true_precision_casts_the_data_to_the_weights(fake_mnist, tmp_path, prec
     assert model.dtype == dtype and torch.isfinite(trainer.callback_metrics["val/elbo"])
 
 
+@pytest.mark.filterwarnings("ignore:The number of training batches")
 def test_an_epoch_shorter_than_the_logging_interval_still_logs_the_train_terms(fake_mnist, tmp_path):
     from lightning.pytorch.loggers import CSVLogger
     import csv

@@ -27,8 +27,10 @@ from .module import VAE
 log = logging.getLogger(__name__)
 
 # Noise that says nothing about the run: a deprecation inside Lightning's pytree helper
-# under recent PyTorch, and an advertisement for another logging service.
+# under recent PyTorch, a hint that does not apply, and an advertisement for another logging service.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# The VAE logs the train terms at least once an epoch whatever the logging interval (module.py).
+warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()
 )
