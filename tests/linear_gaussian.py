@@ -55,6 +55,14 @@ class LinearGaussian:
         Minv = torch.linalg.inv(M)
         return (x - self.b) @ self.W @ Minv.T, self.s**2 * Minv
 
+    def expected_log_px_given_z_full(self, x, mu, cov) -> torch.Tensor:
+        """E_{q=N(mu, cov)}[log N(x; W z + b, s^2 I)] for a full covariance cov [B, d, d] or [d, d]: [B]."""
+        D = self.W.shape[0]
+        resid = x - self.decode(mu)
+        trace = torch.einsum("ij,...jk,ik->...", self.W, cov, self.W).expand(x.shape[0])  # tr(W cov W^T)
+        return -0.5 * (D * torch.log(torch.tensor(2 * torch.pi * self.s**2, dtype=x.dtype))
+                       + (resid.pow(2).sum(-1) + trace) / self.s**2)
+
     def expected_log_px_given_z(self, x, mu, logvar) -> torch.Tensor:
         """E_{q=N(mu, diag exp(logvar))}[log N(x; W z + b, s^2 I)], in closed form: [B]."""
         D = self.W.shape[0]

@@ -73,6 +73,8 @@ def test_a_vae_is_composed_of_parts_built_in_python():
     (["model.encoder.activation=swishy"], "model.encoder.activation"),
     (["model/likelihood=gaussian", "model.likelihood.sigma=0"], "model.likelihood.sigma=0 must be > 0"),
     (["model/likelihood=gaussian_learned", "model.likelihood.min_sigma=2.0"], "model.likelihood.sigma"),
+    (["model/prior=mixture_of_gaussians", "model.prior.num_components=0"], "model.prior.num_components"),
+    (["model/prior=mixture_of_gaussians", "model.prior.init_scale=0"], "model.prior.init_scale=0 must be > 0"),
     (["model.decoder.hidden_dims=[]"], "model.decoder.hidden_dims"),
     (["+model.encoder.hiden_dims=[3]"], "model.encoder (vae_lightning.nets.MLPEncoder) cannot be built: TypeError"),
 ])

@@ -149,6 +149,10 @@ def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
     ("model=conv model.encoder.activation=swishy", "model.encoder.activation='swishy' must be one of"),
     ("model=conv +model.decoder.hidden_dims=[1]", "model.decoder (vae_lightning.nets.ConvDecoder) cannot be built: "
                                                  "TypeError"),
+    ("model/prior=mixture_of_gaussians objective.kl_estimator=analytic",
+     "objective.kl_estimator='analytic' but DiagonalGaussian against MixtureOfGaussians has no closed-form KL"),
+    ("model/prior=mixture_of_gaussians objective.free_bits=0.5", "objective.free_bits_group_size=1 needs a KL per "
+                                                                 "latent dimension"),
     ("model/decoder=mlp model=conv", "cannot be resolved (at model.decoder.hidden_dims)"),
 ])
 def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, fake_mnist, tmp_path, monkeypatch):
