@@ -99,6 +99,8 @@ def test_checkpoint_round_trip_rebuilds_the_model_from_the_checkpoint_alone(fake
     torch.testing.assert_close(loaded.likelihood.sigma, model.likelihood.sigma)
     # Overrides change the rebuilt config: K for evaluation, say.
     assert load_model(tmp_path / "m.ckpt", {"objective.num_samples": 7}).objective.num_samples == 7
+    with pytest.raises(VAEUserError, match="no key 'objective.num_sample' to override"):
+        load_model(tmp_path / "m.ckpt", {"objective.num_sample": 7})
     assert VAE.load_from_checkpoint(tmp_path / "m.ckpt").objective.beta == 0.5
     # Logged names are the public contract.
     assert {"train/recon", "train/kl", "train/elbo", "train/loss", "train/beta",

@@ -164,7 +164,7 @@ class VAE(L.LightningModule):
                                          num_samples or self.nll_samples or 5000, chunk_size or self.nll_chunk_size)
 
     # -- training and evaluation ----------------------------------------------------------
-    def _log_terms(self, split: str, terms: Terms, batch_size: int, **extra: Any) -> None:
+    def _log_terms(self, split: str, terms: Terms, batch_size: int, **extra: Any) -> dict[str, Any]:
         recon, kl = terms.recon.mean(), terms.kl.mean()
         values = {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
         if terms.iwae is not None:
@@ -176,6 +176,7 @@ class VAE(L.LightningModule):
             self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=batch_size,
                      sync_dist=not on_step,  # epoch means are reduced across processes
                      prog_bar=name == "elbo")
+        return values
 
     def _train_logs_due(self, batch_idx: int) -> bool:
         """Whether the loggers record this step (every ``trainer.log_every_n_steps`` optimiser steps), or it
@@ -197,8 +198,9 @@ class VAE(L.LightningModule):
         self.train_terms = {"recon": terms.recon.mean().detach(), "kl": terms.kl.mean().detach(),
                             "loss": loss.detach()}
         if self._train_logs_due(batch_idx):
-            self._log_terms("train", terms, x.shape[0], loss=loss, beta=terms.beta)
-            self._last_train_logs = {"terms": terms, "batch_size": x.shape[0], "loss": loss.detach()}
+            values = self._log_terms("train", terms, x.shape[0], loss=loss, beta=terms.beta)
+            self._last_train_logs = {"values": {k: v.detach() if torch.is_tensor(v) else v for k, v in values.items()},
+                                     "batch_size": x.shape[0]}
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -206,12 +208,7 @@ class VAE(L.LightningModule):
         # logger step: record its last batch's terms with the epoch's metrics.
         last = self._last_train_logs
         if last is not None and self._train_logged_epoch != self.current_epoch:
-            terms = last["terms"]
-            values = {"recon": terms.recon.mean(), "kl": terms.kl.mean()}
-            values.update(elbo=-(values["recon"] + values["kl"]), loss=last["loss"], beta=terms.beta)
-            if terms.iwae is not None:
-                values["iwae"] = terms.iwae.mean()
-            for name, value in values.items():
+            for name, value in last["values"].items():
                 self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=last["batch_size"])
         self._last_train_logs = None
 
