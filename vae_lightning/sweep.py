@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("vae_lightning")
 
-COLUMNS = ("test/elbo", "test/recon", "test/kl", "test/iwae", "test/nll", "val/elbo_best", "epochs")
+COLUMNS = ("test/elbo", "test/recon", "test/kl", "test/iwae", "test/nll", "val/elbo_best", "epochs", "kl_estimator")
 
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
