@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from vae_lightning.checks import require_number
 from vae_lightning.kl import register_kl
 from vae_lightning.posteriors.diagonal_gaussian import DiagonalGaussian
 from vae_lightning.priors.base import Prior
@@ -14,6 +15,7 @@ from vae_lightning.priors.base import Prior
 class LearnedDiagonalPrior(Prior):
     def __init__(self, latent_dim: int, init_scale: float = 1.0):
         super().__init__(latent_dim)
+        init_scale = require_number("init_scale", init_scale, above=0)
         self.loc = nn.Parameter(torch.zeros(latent_dim))
         self.log_scale = nn.Parameter(torch.full((latent_dim,), math.log(init_scale)))
 

@@ -37,8 +37,8 @@ class NaNAtStep(VAE):
 
     bad_step = -1
 
-    def forward(self, x):
-        terms = super().forward(x)
+    def forward(self, x, **kwargs):
+        terms = super().forward(x, **kwargs)
         if self.training and self.global_step == self.bad_step:
             terms.recon = terms.recon * float("nan")
             terms.loss = terms.loss * float("nan")
@@ -53,6 +53,7 @@ def test_nan_in_the_loss_stops_naming_the_step_and_term_and_keeps_the_last_good_
         _trainer(tmp_path).fit(model, dm)
     message = str(err.value)
     assert "the loss is not finite at step 7 (epoch 1): the recon term" in message and "recon=nan" in message
+    assert "model.optimizer.lr" in message and "model.likelihood.min_sigma" in message  # keys that exist
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert str(last) in message
     state = torch.load(last, weights_only=True)

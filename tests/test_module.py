@@ -1,6 +1,7 @@
 """The LightningModule: shapes, logging contract, parts injected, checkpoint round trip."""
 
 import functools
+import math
 import re
 
 import lightning as L
@@ -54,10 +55,10 @@ def test_a_vae_is_composed_of_parts_built_in_python():
                 optimizer=functools.partial(torch.optim.Adam, lr=1e-2), input_shape=(1, 28, 28))
     assert model(torch.rand(4, 1, 28, 28)).elbo.shape == (4,)
     # Parts that do not fit are named before anything trains.
-    with pytest.raises(VAEUserError, match=r"encoder outputs \[8\] numbers per example but the posterior"):
+    with pytest.raises(VAEUserError, match=r"encoder \(model.encoder\) outputs \[8\] numbers per example"):
         VAE(encoder=MLPEncoder((1, 28, 28), 8, hidden_dims=[16]), decoder=model.decoder, posterior=posterior,
             prior=StandardNormal(3), likelihood=likelihood, objective=ELBO())
-    with pytest.raises(VAEUserError, match=r"decoder outputs \[2, 28, 28\] per example but the likelihood"):
+    with pytest.raises(VAEUserError, match=r"decoder \(model.decoder\) outputs \[2, 28, 28\] per example but the likelihood"):
         VAE(encoder=model.encoder, decoder=MLPDecoder(3, (2, 28, 28), hidden_dims=[16]), posterior=posterior,
             prior=StandardNormal(3), likelihood=likelihood, objective=ELBO())
     with pytest.raises(VAEUserError, match="prior is over 5 dimensions but the posterior over 3"):
@@ -76,11 +77,18 @@ def test_a_vae_is_composed_of_parts_built_in_python():
     (["model/prior=mixture_of_gaussians", "model.prior.num_components=0"], "model.prior.num_components"),
     (["model/prior=mixture_of_gaussians", "model.prior.init_scale=0"], "model.prior.init_scale=0 must be > 0"),
     (["model.decoder.hidden_dims=[]"], "model.decoder.hidden_dims"),
+    (["model/prior=mixture_of_gaussians", "model.prior.learnable=no"], "model.prior.learnable='no' must be true or false"),
+    (["model.prior._target_=custom_parts.LearnedDiagonalPrior", "+model.prior.init_scale=0"],
+     "model.prior.init_scale=0 must be > 0."),
+    (["model.prior._target_=vae_lightning.priors.nope.Bar"], "model.prior (vae_lightning.priors.nope.Bar) cannot be "
+                                                             "built: ImportError"),
+    (["+model.latnet_dim=8"], "model.latnet_dim=8 is not a setting of the model (VAE)"),
     (["+model.encoder.hiden_dims=[3]"], "model.encoder (vae_lightning.nets.MLPEncoder) cannot be built: TypeError"),
 ])
 def test_bad_part_settings_name_the_config_key(overrides, key):
-    with pytest.raises(VAEUserError, match=re.escape(key)):
+    with pytest.raises(VAEUserError, match=re.escape(key)) as err:
         make_vae(*overrides)
+    assert "\n" not in str(err.value)  # one line
 
 
 def test_checkpoint_round_trip_rebuilds_the_model_from_the_checkpoint_alone(fake_mnist, tmp_path):
@@ -99,8 +107,12 @@ def test_checkpoint_round_trip_rebuilds_the_model_from_the_checkpoint_alone(fake
     torch.testing.assert_close(loaded.likelihood.sigma, model.likelihood.sigma)
     # Overrides change the rebuilt config: K for evaluation, say.
     assert load_model(tmp_path / "m.ckpt", {"objective.num_samples": 7}).objective.num_samples == 7
-    with pytest.raises(VAEUserError, match="no key 'objective.num_sample' to override"):
+    with pytest.raises(VAEUserError, match="objective .*unexpected keyword argument 'num_sample'"):
         load_model(tmp_path / "m.ckpt", {"objective.num_sample": 7})
+    with pytest.raises(VAEUserError, match="no 'objektive' to override 'objektive.num_samples' in"):
+        load_model(tmp_path / "m.ckpt", {"objektive.num_samples": 7})
+    with pytest.raises(TypeError, match="overrides="):
+        VAE.load_from_checkpoint(tmp_path / "m.ckpt", num_samples=7)
     assert VAE.load_from_checkpoint(tmp_path / "m.ckpt").objective.beta == 0.5
     # Logged names are the public contract.
     assert {"train/recon", "train/kl", "train/elbo", "train/loss", "train/beta",
@@ -146,15 +158,23 @@ def test_any_torch_scheduler_is_one_override_away(fake_mnist, tmp_path):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**3)  # stepped every epoch
 
 
-@pytest.mark.parametrize("precision, dtype", [("64-true", torch.float64), ("bf16-true", torch.bfloat16)])
-def test_true_precision_casts_the_data_to_the_weights(fake_mnist, tmp_path, precision, dtype):
+@pytest.mark.parametrize("precision, dtype, parts", [
+    ("64-true", torch.float64, []),
+    ("bf16-true", torch.bfloat16, []),
+    ("bf16-true", torch.bfloat16, ["model/posterior=full_covariance", "model/prior=mixture_of_gaussians",
+                                   "objective=iwae", "objective.num_samples=2", "eval.nll_samples=3"]),
+])
+def test_true_precision_casts_the_data_to_the_weights(fake_mnist, tmp_path, precision, dtype, parts):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
-    model = make_vae("model.latent_dim=2", "model.encoder.hidden_dims=[8]")
+    model = make_vae("model.latent_dim=2", "model.encoder.hidden_dims=[8]", *parts)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, precision=precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)
     trainer.fit(model, dm)
     assert model.dtype == dtype and torch.isfinite(trainer.callback_metrics["val/elbo"])
+    if parts:  # the test NLL too, through every part in bf16
+        (results,) = trainer.test(model, dm, verbose=False)
+        assert math.isfinite(results["test/nll"])
 
 
 @pytest.mark.filterwarnings("ignore:The number of training batches")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -71,14 +72,21 @@ def instantiate_part(key: str, node: Any, **context: Any) -> Any:
         if isinstance(cause, VAEUserError):
             raise cause from None
         if cause is None or isinstance(cause, (TypeError, ValueError, ImportError, AttributeError)):
-            what = f"{type(cause).__name__}: {cause}" if cause is not None else str(e).splitlines()[0]
-            raise VAEUserError(f"{key} ({node['_target_']}) cannot be built: {what}") from e
+            what = " ".join(str(cause if cause is not None else e).split())  # one line
+            hint = " (is its module importable? put its directory on PYTHONPATH)" \
+                if isinstance(cause, ImportError) or "Error locating target" in what else ""
+            raise VAEUserError(f"{key} ({node['_target_']}) cannot be built: {type(cause or e).__name__}: "
+                               f"{what}{hint}") from e
         raise
 
 
+PARTS = ("encoder", "decoder", "posterior", "prior", "likelihood", "optimizer", "lr_scheduler")
+
+
 def build_model(config: Mapping[str, Any], input_shape: Sequence[int], default_class: type | None = None):
-    """The VAE of a run config: its ``model`` group (parts and ``latent_dim``), ``objective``, and
-    ``eval`` (``nll_samples``, ``nll_chunk_size``). ``data`` is kept in the checkpoint for eval.py."""
+    """The VAE of a run config: its ``model`` group (``_target_``, ``latent_dim``, the parts, and any other
+    argument of the ``_target_`` class), ``objective``, and ``eval`` (``nll_samples``, ``nll_chunk_size``).
+    ``data`` is kept in the checkpoint for eval.py."""
     from .module import VAE
 
     config = _plain(config)
@@ -115,10 +123,18 @@ def build_model(config: Mapping[str, Any], input_shape: Sequence[int], default_c
                                f"a subclass of it).")
         # SubVAE.from_config(...) builds a SubVAE even from a config that names VAE.
         cls = cls if issubclass(cls, target) else target
+    # Other keys of the model group are arguments of the class (a subclass may take its own); a key no
+    # argument has (a typo) is refused rather than ignored.
+    extra = {k: v for k, v in model_cfg.items() if k not in (*PARTS, "_target_", "latent_dim")}
+    accepted = inspect.signature(cls.__init__).parameters
+    for key in extra:
+        if key not in accepted or key in ("input_shape", "config", "nll_samples", "nll_chunk_size"):
+            raise VAEUserError(f"model.{key}={extra[key]!r} is not a setting of the model ({cls.__qualname__}): "
+                               f"a part's settings go under its key (model.encoder.{key}=..., ...).")
     kept = {key: config[key] for key in ("model", "objective", "eval", "data") if config.get(key) is not None}
     return cls(encoder=encoder, decoder=decoder, posterior=posterior, prior=prior, likelihood=likelihood,
                objective=objective, optimizer=optimizer, lr_scheduler=lr_scheduler, input_shape=input_shape,
-               nll_samples=nll_samples, nll_chunk_size=chunk, config=kept)
+               nll_samples=nll_samples, nll_chunk_size=chunk, config=kept, **extra)
 
 
 def _try_optimizer(optimizer: Any, lr_scheduler: Any) -> None:
@@ -172,22 +188,31 @@ def checkpoint_config(checkpoint: Mapping[str, Any], path: str | Path = "the che
     return config, input_shape
 
 
-def load_model(path: str | Path, overrides: Mapping[str, Any] | None = None, map_location: Any = "cpu"):
+def load_model(path: str | Path, overrides: Mapping[str, Any] | None = None, map_location: Any = "cpu",
+               default_class: type | None = None):
     """The VAE of a checkpoint, rebuilt from the config inside it, with its weights.
 
     ``overrides`` change the config before it is built, by dotted key:
     ``load_model(path, {"objective.num_samples": 50, "eval.nll_samples": 5000})``.
     """
-    checkpoint = read_checkpoint(path, map_location)
+    return model_from_checkpoint(read_checkpoint(path, map_location), path, overrides, map_location, default_class)
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "the checkpoint",
+                          overrides: Mapping[str, Any] | None = None, map_location: Any = "cpu",
+                          default_class: type | None = None):
+    """:func:`load_model` for a checkpoint already read."""
     config, input_shape = checkpoint_config(checkpoint, path)
     cfg = OmegaConf.create(config)
     absent = object()
     for key, value in (overrides or {}).items():
-        # eval.* may be missing from a config that never asked for a test NLL; anything else must exist.
-        if not key.startswith("eval.") and OmegaConf.select(cfg, key, default=absent) is absent:
-            raise VAEUserError(f"load_model: the checkpoint's config has no key {key!r} to override.")
+        # A key may be added to a group the config has (an objective that left num_samples at its
+        # default, say; a wrong name is then the part's error), not to one it has not.
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if parent not in ("", "eval") and OmegaConf.select(cfg, parent, default=absent) is absent:
+            raise VAEUserError(f"load_model: the checkpoint's config has no {parent!r} to override {key!r} in.")
         OmegaConf.update(cfg, key, value, force_add=True)
-    model = build_model(cfg, input_shape)
+    model = build_model(cfg, input_shape, default_class)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as e:

@@ -53,6 +53,12 @@ def require_number(key: str, value: Any, least: float | None = None, above: floa
     return float(value)
 
 
+def require_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "must be true or false")
+    return value
+
+
 def require_sizes(key: str, values: Any, example: str = "[512, 256]") -> list[int]:
     """A non-empty list of positive integers (layer sizes, channels)."""
     if not isinstance(values, (list, tuple)) or not values or not all(is_int(v) and v >= 1 for v in values):

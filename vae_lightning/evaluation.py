@@ -9,7 +9,7 @@ import torch
 from torchmetrics import Metric
 
 from .likelihoods import Likelihood
-from .objectives import log_importance_weights
+from .objectives.base import full_precision, log_importance_weights
 
 
 @torch.no_grad()
@@ -40,7 +40,7 @@ def importance_sampled_log_px(
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
         z = torch.cat([q.rsample(1, generator=generator) for _ in range(k)])  # [k, B, D]
-        log_w = log_importance_weights(x, z, q, decode, prior, likelihood)  # [k, B]
+        log_w = full_precision(log_importance_weights(x, z, q, decode, prior, likelihood))  # [k, B]
         chunk_total = torch.logsumexp(log_w, dim=0)
         total = chunk_total if total is None else torch.logaddexp(total, chunk_total)
     return total - math.log(num_samples)

@@ -106,7 +106,7 @@ class NonFiniteGuard(L.Callback):
         last = _last_checkpoint(trainer)
         raise NonFiniteError(
             f"Training stopped: {what}. The last good checkpoint is {last or 'none (no epoch finished)'}. "
-            f"Try a lower model.lr, trainer.gradient_clip_val=1.0, or a larger model.min_sigma."
+            f"Try a lower model.optimizer.lr, trainer.gradient_clip_val=1.0, or a larger model.likelihood.min_sigma."
         )
 
 

@@ -71,7 +71,8 @@ class ImageLogger(L.Callback):
       samples           means of p(x|z) for ``num_samples`` draws z ~ p(z) from fixed noise
       traversals        the first input's code with each of the ``traversal_dims`` most active dimensions
                         (largest KL where the KL has one per dimension, else largest Var_x E_q[z_d])
-                        swept over [-traversal_range, traversal_range] (``traversal_steps`` values)
+                        swept over the prior's quantiles at the N(0, 1) scores -traversal_range ..
+                        traversal_range (``traversal_steps`` values; the scores themselves for N(0, I))
       manifold          2-D latent space only: decoded grid at the prior's quantiles 0.05..0.95
       latent_scatter    2-D latent space only: E_q[z] of ``scatter_points`` test images, coloured by label
 
@@ -241,10 +242,13 @@ class ImageLogger(L.Callback):
         else:
             activity, measure = mu.float().var(0, unbiased=False).cpu(), "var"
         dims = activity.argsort(descending=True)[: min(self.traversal_dims, len(activity))]
+        # The values: the prior's quantiles at these N(0, 1) scores (the scores themselves for N(0, I)), so a
+        # learned or mixture prior is traversed over its own range.
         values = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)
+        quantiles = prior.quantiles(torch.distributions.Normal(0.0, 1.0).cdf(values.double())).float().cpu()
         z = mu[:1].float().cpu().repeat(len(dims) * len(values), 1)
         for i, d in enumerate(dims):
-            z[i * len(values) : (i + 1) * len(values), d] = values
+            z[i * len(values) : (i + 1) * len(values), d] = quantiles[:, d]
         traversal = decode(z.to(pl_module.device))
         fig, ax = plt.subplots(figsize=FIGSIZES["traversals"])
         _show(ax, tile(traversal, len(values)))
@@ -252,7 +256,8 @@ class ImageLogger(L.Callback):
         ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))],
                       [f"{round(float(v), 1) + 0.0:+.1f}" for v in values])  # + 0.0: no "-0.0"
         _row_ticks(ax, [f"z{int(d)} ({measure} {float(activity[d]):.2f})" for d in dims], x.shape[-2])
-        ax.set_xlabel("value of the traversed dimension (the others stay at the input's code)")
+        ax.set_xlabel("the traversed dimension at the prior's quantile of each N(0, 1) score (the others stay at the "
+                      "input's code)")
         ax.set_title(f"Latent traversals, most active dimensions first ({where})")
         fig.tight_layout()
         figures["traversals"] = fig

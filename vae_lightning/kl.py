@@ -7,19 +7,20 @@ part comes second:
     def _kl(q, p):                 # -> [B, D] when it factorises over dimensions, else [B]
         ...
 
-``analytic_kl(q, p)`` looks the pair up (the most specific registered classes win) and
-returns None when there is no closed form: the objective then estimates the KL by Monte
-Carlo from its own samples of z.
+``analytic_kl(q, p)`` looks the pair up and returns None when there is no closed form: the
+objective then estimates the KL by Monte Carlo from its own samples of z. Subclasses inherit
+their parents' pairs (q's classes are tried from the most specific, and for each of them p's):
+a subclass whose density differs must register its own pair.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Callable
 
 import torch
 
 _REGISTRY: dict[tuple[type, type], Callable[[Any, Any], torch.Tensor]] = {}
+_FOUND: dict[tuple[type, type], Callable[[Any, Any], torch.Tensor] | None] = {}  # lookups made, by type pair
 
 
 def register_kl(posterior_type: type, prior_type: type):
@@ -27,20 +28,18 @@ def register_kl(posterior_type: type, prior_type: type):
 
     def decorator(fn):
         _REGISTRY[posterior_type, prior_type] = fn
-        _lookup.cache_clear()
+        _FOUND.clear()
         return fn
 
     return decorator
 
 
-@lru_cache(maxsize=None)
 def _lookup(posterior_type: type, prior_type: type) -> Callable | None:
-    for q_cls in posterior_type.__mro__:
-        for p_cls in prior_type.__mro__:
-            fn = _REGISTRY.get((q_cls, p_cls))
-            if fn is not None:
-                return fn
-    return None
+    key = (posterior_type, prior_type)
+    if key not in _FOUND:
+        _FOUND[key] = next((_REGISTRY[q, p] for q in posterior_type.__mro__ for p in prior_type.__mro__
+                            if (q, p) in _REGISTRY), None)
+    return _FOUND[key]
 
 
 def has_analytic_kl(q: Any, p: Any) -> bool:

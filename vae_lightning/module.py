@@ -98,8 +98,8 @@ class VAE(L.LightningModule):
             with torch.no_grad():
                 params = self.encoder(torch.zeros(1, *self.input_shape))
                 if tuple(params.shape) != (1, self.posterior.num_params):
-                    raise VAEUserError(f"The encoder outputs {list(params.shape[1:])} numbers per example but the "
-                                       f"posterior ({type(self.posterior).__name__}) takes "
+                    raise VAEUserError(f"The encoder (model.encoder) outputs {list(params.shape[1:])} numbers per "
+                                       f"example but the posterior ({type(self.posterior).__name__}) takes "
                                        f"{self.posterior.num_params}: build the encoder with "
                                        f"out_features=posterior.num_params.")
                 q = self.posterior(params)
@@ -109,9 +109,9 @@ class VAE(L.LightningModule):
                 out = self.decoder(q.mean)
                 expected = self.likelihood.param_shape(self.input_shape)
                 if tuple(out.shape[1:]) != tuple(expected):
-                    raise VAEUserError(f"The decoder outputs {list(out.shape[1:])} per example but the likelihood "
-                                       f"({type(self.likelihood).__name__}) needs {list(expected)}: build the decoder "
-                                       f"with output_shape=likelihood.param_shape(input_shape).")
+                    raise VAEUserError(f"The decoder (model.decoder) outputs {list(out.shape[1:])} per example but the "
+                                       f"likelihood ({type(self.likelihood).__name__}) needs {list(expected)}: build "
+                                       f"the decoder with output_shape=likelihood.param_shape(input_shape).")
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
@@ -135,15 +135,17 @@ class VAE(L.LightningModule):
         """The mean of p(x|z) for codes z [..., D]: [..., *input_shape]."""
         return self.likelihood.mean(self.decoder(z.to(self.dtype)), len(self.input_shape))
 
-    def forward(self, x: torch.Tensor) -> Terms:
-        """Per-example terms of the bound for a batch x [B, *input_shape] of floats in [0, 1]."""
-        return self._terms(x)[1]
+    def forward(self, x: torch.Tensor, with_iwae: bool | None = None) -> Terms:
+        """Per-example terms of the bound for a batch x [B, *input_shape] of floats in [0, 1]; ``with_iwae``:
+        also L_K (by default when the objective reports it: K > 1, or it trains on it)."""
+        return self._terms(x, with_iwae)[1]
 
-    def _terms(self, x: torch.Tensor) -> tuple[Posterior, Terms]:
+    def _terms(self, x: torch.Tensor, with_iwae: bool | None = None) -> tuple[Posterior, Terms]:
         x = self._as_input(x)
-        q = self.encode(x)
+        q = self.posterior(self.encoder(x))
+        with_iwae = self.objective.reports_iwae if with_iwae is None else with_iwae
         terms = self.objective(x, q, self.decoder, self.prior, self.likelihood, step=self.global_step,
-                               with_iwae=self.objective.reports_iwae)
+                               with_iwae=with_iwae)
         return q, terms
 
     @torch.no_grad()
@@ -164,6 +166,8 @@ class VAE(L.LightningModule):
                                          num_samples or self.nll_samples or 5000, chunk_size or self.nll_chunk_size)
 
     # -- training and evaluation ----------------------------------------------------------
+    # Logging is Lightning's Python bookkeeping: compile=true runs it as it is (it does not trace).
+    @torch.compiler.disable
     def _log_terms(self, split: str, terms: Terms, batch_size: int, **extra: Any) -> dict[str, Any]:
         recon, kl = terms.recon.mean(), terms.kl.mean()
         values = {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
@@ -178,6 +182,7 @@ class VAE(L.LightningModule):
                      prog_bar=name == "elbo")
         return values
 
+    @torch.compiler.disable
     def _train_logs_due(self, batch_idx: int) -> bool:
         """Whether the loggers record this step (every ``trainer.log_every_n_steps`` optimiser steps), or it
         is the epoch's last batch, which the progress bar shows. Each ``self.log`` costs ~0.8 ms of
@@ -193,11 +198,13 @@ class VAE(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0]
-        terms = self(x)
+        log_now = self._train_logs_due(batch_idx)
+        # L_K needs log q and log p of every sample: only on the steps that log it (or train on it).
+        terms = self(x, with_iwae=self.objective.reports_iwae and log_now)
         loss = terms.loss.mean()
         self.train_terms = {"recon": terms.recon.mean().detach(), "kl": terms.kl.mean().detach(),
                             "loss": loss.detach()}
-        if self._train_logs_due(batch_idx):
+        if log_now:
             values = self._log_terms("train", terms, x.shape[0], loss=loss, beta=terms.beta)
             self._last_train_logs = {"values": {k: v.detach() if torch.is_tensor(v) else v for k, v in values.items()},
                                      "batch_size": x.shape[0]}
@@ -209,7 +216,8 @@ class VAE(L.LightningModule):
         last = self._last_train_logs
         if last is not None and self._train_logged_epoch != self.current_epoch:
             for name, value in last["values"].items():
-                self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=last["batch_size"])
+                self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=last["batch_size"],
+                         sync_dist=True)
         self._last_train_logs = None
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -262,12 +270,15 @@ class VAE(L.LightningModule):
         return build_model(config, input_shape, default_class=cls)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location: Any = "cpu",
-                             overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> "VAE":  # type: ignore[override]
+    def load_from_checkpoint(cls, checkpoint_path, map_location: Any = "cpu",  # type: ignore[override]
+                             overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> "VAE":
         """The model of a checkpoint, rebuilt from the config inside it (see :func:`vae_lightning.load_model`)."""
         from .build import load_model
 
-        return load_model(checkpoint_path, overrides=overrides, map_location=map_location)
+        if kwargs:
+            raise TypeError(f"VAE.load_from_checkpoint takes overrides={{'objective.num_samples': ...}} by config "
+                            f"key, not {sorted(kwargs)}.")
+        return load_model(checkpoint_path, overrides=overrides, map_location=map_location, default_class=cls)
 
 
 def build_optimizer(make: Callable[..., torch.optim.Optimizer], params: list, precision: str = "32-true"):

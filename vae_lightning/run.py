@@ -232,7 +232,7 @@ def _finish_wandb() -> None:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint: the model is rebuilt from the config inside it, the data from the data config
     inside it (or ``config_path``'s); return the metrics."""
-    from .build import checkpoint_config, load_model, read_checkpoint
+    from .build import checkpoint_config, model_from_checkpoint, read_checkpoint
 
     if not cfg.get("ckpt_path"):
         raise VAEUserError("ckpt_path is not set: run `python eval.py ckpt_path=<run dir>/checkpoints/last.ckpt`.")
@@ -258,8 +258,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     seed = L.seed_everything(cfg.get("seed"), verbose=False)
 
     datamodule = instantiate(data_cfg)
-    model = load_model(ckpt, overrides={"objective.num_samples": cfg.num_samples, "eval.nll_samples": cfg.nll_samples,
-                                        "eval.nll_chunk_size": cfg.nll_chunk_size})
+    model = model_from_checkpoint(checkpoint, ckpt, overrides={"objective.num_samples": cfg.num_samples,
+                                                               "eval.nll_samples": cfg.nll_samples,
+                                                               "eval.nll_chunk_size": cfg.nll_chunk_size})
     trainer = build_trainer(cfg.trainer, enable_checkpointing=False)
     if trainer.world_size > 1:
         L.seed_everything(seed + trainer.global_rank, verbose=False)  # each rank its own noise

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import require_number
+from ..checks import require_bool, require_number
 from ..errors import ConfigError
 from .base import Likelihood, sum_event
 
@@ -64,7 +64,7 @@ class LearnedGaussian(Likelihood):
         if not require_number("sigma", sigma) > min_sigma:
             raise ConfigError("sigma", sigma, f"must be > min_sigma={min_sigma} (it is where sigma starts)")
         self.min_sigma = float(min_sigma)
-        shape = tuple(event_shape) if per_pixel else ()
+        shape = tuple(event_shape) if require_bool("per_pixel", per_pixel) else ()
         self.raw_sigma = nn.Parameter(torch.full(shape, _softplus_inverse(sigma - min_sigma)))
 
     @property

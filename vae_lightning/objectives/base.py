@@ -26,6 +26,11 @@ from ..schedules import KL_SCHEDULES, beta_at
 KL_ESTIMATORS = ("auto", "analytic", "monte_carlo")
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision values in float32 (what sums over many pixels or samples need); others as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
     """The importance-weighted bound L_K = log (1/K) sum_k w_k, stably: [K, B] -> [B].
 
@@ -44,7 +49,7 @@ def log_importance_weights(x: torch.Tensor, z: torch.Tensor, q, decode: Callable
     log-mean-exp is the importance-weighted bound. When q is the exact posterior,
     log w is the same for every z: it is log p(x).
     """
-    return likelihood.log_prob(x, decode(z), x.dim() - 1) + prior.log_prob(z) - q.log_prob(z)
+    return likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1) + prior.log_prob(z) - q.log_prob(z)
 
 
 def free_bits_kl(kl_per_group: torch.Tensor, floor: float, group_size: int = 1) -> torch.Tensor:
@@ -143,8 +148,10 @@ class Objective:
         Monte-Carlo KL or ``need_log_ratio``), kl [B] and kl_per_dim [B, D] or None.
         """
         z = q.rsample(self.num_samples)  # [K, B, D]
-        log_px_z = likelihood.log_prob(x, decode(z), x.dim() - 1)  # [K, B]
+        log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
         analytic = None if self.kl_estimator == "monte_carlo" else analytic_kl(q, prior)
+        if analytic is None and self.kl_estimator == "analytic":
+            self.check(q, prior)  # raises: the pair has no closed form
         log_ratio = prior.log_prob(z) - q.log_prob(z) if analytic is None or need_log_ratio else None
         if analytic is not None:
             kl, kl_per_dim = analytic

@@ -30,6 +30,14 @@ class Posterior:
         found = analytic_kl(self, prior)
         return None if found is None else found[0]
 
+    def _noise(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal noise like ``mean`` (its device and dtype). With a generator the draws are
+        made on the generator's device and moved, so a CPU generator works for a model on a GPU."""
+        like = self.mean
+        if generator is None:  # (no generator argument at all: torch.compile traces this call)
+            return torch.randn(shape, dtype=like.dtype, device=like.device)
+        return torch.randn(shape, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
+
     def kl_per_dim(self, prior) -> torch.Tensor | None:
         """The analytic KL of each latent dimension [B, D], when the pair factorises over them, else None."""
         found = analytic_kl(self, prior)

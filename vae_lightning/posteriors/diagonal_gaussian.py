@@ -25,10 +25,7 @@ class DiagonalGaussian(Posterior):
 
     def rsample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z_k = mu + sigma * eps_k, eps_k ~ N(0, I): [K, B, D]."""
-        std = (0.5 * self.logvar).exp()
-        eps = torch.randn((num_samples, *self.loc.shape), dtype=self.loc.dtype, device=self.loc.device,
-                          generator=generator)
-        return self.loc + std * eps
+        return self.loc + (0.5 * self.logvar).exp() * self._noise((num_samples, *self.loc.shape), generator)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; mu, diag exp(logvar)), summed over the last dim. Broadcasts: [..., D] -> [...]."""

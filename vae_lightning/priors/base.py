@@ -18,8 +18,14 @@ class Prior(nn.Module):
     def __init__(self, latent_dim: int):
         super().__init__()
         self.latent_dim = require_int("latent_dim", latent_dim, 1)
-        # Follows the module's device and dtype, so samples are made where the model lives.
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        # Follows the module's device and dtype (see _apply), so samples are made where the model lives.
+        # Not a buffer: DDP would broadcast it before every step.
+        self._anchor = torch.zeros(())
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self._anchor = fn(self._anchor)
+        return self
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z), summed over the latent dimensions: [..., D] -> [...]."""

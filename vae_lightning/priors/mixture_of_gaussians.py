@@ -4,8 +4,8 @@
 
 Its KL with a Gaussian q(z|x) has no closed form, so the objective estimates it by Monte Carlo
 from its own samples of z (``kl_estimator`` says ``monte_carlo``). The means start at
-``init_spread`` * N(0, I) draws (from the run's seed, but leaving the global random stream as it
-found it: choosing this prior changes no other draw of a seeded run), the scales at
+``init_spread`` * N(0, I) draws (from the run's seed, by a generator of their own: choosing this
+prior changes no other draw of a seeded run), the scales at
 ``init_scale``, the weights equal. With ``learnable: false`` the mixture stays as it starts:
 M = 1, ``init_spread: 0``, ``init_scale: 1`` is N(0, I) exactly.
 """
@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from ..checks import require_int, require_number
+from ..checks import require_bool, require_int, require_number
 from .base import Prior
 
 
@@ -27,10 +27,12 @@ class MixtureOfGaussians(Prior):
         super().__init__(latent_dim)
         m = require_int("num_components", num_components, 1)
         spread = require_number("init_spread", init_spread, least=0)
-        with torch.random.fork_rng(devices=[]):  # drawn from the run's seed, leaving its random stream as it was
-            means = spread * torch.randn(m, self.latent_dim)
+        # From the run's seed, by a generator of their own: the global random stream is left as it was.
+        generator = torch.Generator().manual_seed(torch.initial_seed() + 1)
+        means = spread * torch.randn(m, self.latent_dim, generator=generator)
         log_scales = torch.full((m, self.latent_dim), math.log(require_number("init_scale", init_scale, above=0)))
         logits = torch.zeros(m)
+        learnable = require_bool("learnable", learnable)
         for name, value in (("means", means), ("log_scales", log_scales), ("logits", logits)):
             if learnable:
                 self.register_parameter(name, nn.Parameter(value))
