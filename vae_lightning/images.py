@@ -256,8 +256,8 @@ class ImageLogger(L.Callback):
         ax.set_xticks([2 + i * (cell + 2) + cell / 2 for i in range(len(values))],
                       [f"{round(float(v), 1) + 0.0:+.1f}" for v in values])  # + 0.0: no "-0.0"
         _row_ticks(ax, [f"z{int(d)} ({measure} {float(activity[d]):.2f})" for d in dims], x.shape[-2])
-        ax.set_xlabel("the traversed dimension at the prior's quantile of each N(0, 1) score (the others stay at the "
-                      "input's code)")
+        ax.set_xlabel("N(0, 1) score: the dimension is set to the prior's quantile there\n"
+                      "(the other dimensions stay at the input's code)")
         ax.set_title(f"Latent traversals, most active dimensions first ({where})")
         fig.tight_layout()
         figures["traversals"] = fig
