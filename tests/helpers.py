@@ -16,3 +16,44 @@ class SlowDownAndMark(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         time.sleep(self.seconds)
         self.marker.write_text(str(trainer.global_step))
+
+
+class RecordTraining(L.Callback):
+    """What a run starts from and what it trains on, for the resume tests: at the start of training
+    <prefix>.start.json (step, epoch, lr, beta, the scheduler's position) and <prefix>.start.pt (the
+    optimiser's state), and one line per training batch in <prefix>.batches.jsonl (epoch, batch
+    index, labels, the step)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = Path(prefix)
+
+    def on_train_start(self, trainer, pl_module):
+        import json
+
+        import torch
+
+        optimizer = trainer.optimizers[0]
+        scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
+        start = {"step": trainer.global_step, "epoch": trainer.current_epoch, "lr": optimizer.param_groups[0]["lr"],
+                 "beta": pl_module.objective.beta_at(trainer.global_step),
+                 "scheduler_last_epoch": scheduler.last_epoch if scheduler is not None else None}
+        self.prefix.with_suffix(".start.json").write_text(json.dumps(start))
+        torch.save(optimizer.state_dict()["state"], self.prefix.with_suffix(".start.pt"))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import json
+
+        with open(self.prefix.with_suffix(".batches.jsonl"), "a") as f:
+            f.write(json.dumps([trainer.current_epoch, batch_idx, batch[1].tolist(), trainer.global_step]) + "\n")
+
+
+class StopAfterEpochs(L.Callback):
+    """Stop after ``epochs`` epochs, as a pre-emption at an epoch boundary would: the run keeps its own
+    max_epochs (and so its schedules), last.ckpt holds the end of that epoch."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True

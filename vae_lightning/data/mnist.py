@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..callbacks import batches_done_this_epoch
 from ..checks import check_data_args
 from ..errors import DataError, VAEUserError
 from .batches import TensorBatches
@@ -215,19 +215,11 @@ class IDXImageDataModule(L.LightningDataModule):
         )
 
     def _batches_done_this_epoch(self) -> int:
-        """Training batches of the current epoch already done: 0 at an epoch's start, the
-        checkpoint's position when a run resumes mid-epoch. From the trainer's public counters,
-        which a resumed run restores before its first batch is taken."""
+        """Training batches of the current epoch already done (a run resumed mid-epoch goes on from there)."""
         trainer = self.trainer
-        if trainer is None or not trainer.training or not trainer.num_training_batches:
+        if trainer is None or not trainer.training:
             return 0
-        per_epoch = trainer.num_training_batches
-        if per_epoch == float("inf"):
-            return 0
-        accumulate = trainer.accumulate_grad_batches
-        steps_per_epoch = math.ceil(per_epoch / accumulate)
-        steps_done = trainer.global_step - trainer.current_epoch * steps_per_epoch
-        return int(max(0, min(per_epoch, steps_done * accumulate)))
+        return batches_done_this_epoch(trainer)
 
     def train_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
