@@ -1,0 +1,66 @@
+"""What a real training run applies, read back from its logs: the KL schedule step by step, the loss as
+recon + beta * kl, free bits as the formula says, IWAE warmed up with beta < 1."""
+
+import csv
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT
+from vae_lightning.run import train
+
+
+def _train_rows(fake_mnist, tmp_path, *overrides):
+    """Every training step's logged terms of a short run (10 steps an epoch, 2 epochs)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "logger=csv", "callbacks=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}",
+            "data.val_size=100", "data.batch_size=50", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+            "+trainer.enable_progress_bar=false", "test=false", "model.latent_dim=3",
+            "model.encoder.hidden_dims=[32]", *overrides])
+    train(cfg)
+    (path,) = tmp_path.glob("csv/version_*/metrics.csv")
+    with open(path) as f:
+        rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == list(range(20))  # every step, once
+    return rows
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    (["objective.kl_schedule=linear", "objective.warmup_steps=7"], lambda s: 2.0 * min(1.0, s / 7)),
+    (["objective.kl_schedule=cyclical", "objective.cycle_steps=6", "objective.cycle_ratio=0.5"],
+     lambda s: 2.0 * min(1.0, (s % 6) / 6 / 0.5)),
+])
+def test_the_kl_schedule_sets_beta_and_the_loss_at_every_step(schedule, expected, fake_mnist, tmp_path):
+    rows = _train_rows(fake_mnist, tmp_path, "objective.beta=2", *schedule)
+    for r in rows:
+        step, beta = int(r["step"]), r["train/beta"]
+        assert beta == pytest.approx(expected(step), abs=1e-6), step
+        assert r["train/loss"] == pytest.approx(r["train/recon"] + beta * r["train/kl"], rel=1e-6), step
+        assert r["train/elbo"] == pytest.approx(-(r["train/recon"] + r["train/kl"]), rel=1e-6), step
+    assert {r["train/beta"] for r in rows} >= {0.0, 2.0}  # the schedule ran its course
+
+
+def test_free_bits_change_the_loss_as_the_formula_says(fake_mnist, tmp_path):
+    # Every dimension below a floor of 100 nats: each of the 3 contributes the floor.
+    rows = _train_rows(fake_mnist, tmp_path / "floor", "objective.free_bits=100")
+    for r in rows:
+        assert r["train/loss"] == pytest.approx(r["train/recon"] + 3 * 100.0, rel=1e-6)
+    # One group of all 3 dimensions: the batch-mean KL or the floor, whichever is larger.
+    rows = _train_rows(fake_mnist, tmp_path / "group", "objective.free_bits=1.0", "objective.free_bits_group_size=3")
+    for r in rows:
+        assert r["train/loss"] == pytest.approx(r["train/recon"] + max(1.0, r["train/kl"]), rel=1e-6)
+    assert min(r["train/kl"] for r in rows) < 1.0 < max(r["train/kl"] for r in rows)  # both sides of the floor
+
+
+def test_iwae_warmed_up_with_beta_below_one_trains_on_the_warmed_bound(fake_mnist, tmp_path):
+    rows = _train_rows(fake_mnist, tmp_path, "objective=iwae", "objective.num_samples=3",
+                       "objective.kl_schedule=linear", "objective.warmup_steps=10")
+    for r in rows:
+        step, beta = int(r["step"]), r["train/beta"]
+        assert beta == pytest.approx(min(1.0, step / 10), abs=1e-6)
+        if beta < 1:  # log w_beta = log p(x|z) + beta log p(z)/q(z|x) > log w: a higher bound, a lower loss
+            assert r["train/loss"] < -r["train/iwae"], step
+        else:  # beta = 1: the loss is minus the logged L_K
+            assert r["train/loss"] == pytest.approx(-r["train/iwae"], rel=1e-6), step
+    assert rows[0]["train/loss"] <= rows[0]["train/recon"]  # beta = 0: -log mean_k p(x|z_k) <= recon
