@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, make_fake_mnist
 from test_train import _compose, run_train
 
 
@@ -77,10 +77,24 @@ def test_trainer_presets_are_one_word(preset, expected):
     assert trainer._target_ == "lightning.pytorch.Trainer" and trainer.plugins  # the defaults are inherited
 
 
-def test_ddp_on_two_cpu_processes_matches_one_process(fake_mnist, train_env, tmp_path):
-    """Train with 2 gloo processes, then evaluate its checkpoint with 1 and with 2 processes."""
+@pytest.fixture(scope="module")
+def uneven_mnist(tmp_path_factory):
+    """Splits that 2 processes cannot share evenly: 101 validation and 201 test images."""
+    return make_fake_mnist(tmp_path_factory.mktemp("uneven"), num_train=601, num_test=201, seed=1)
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(uneven_mnist, train_env, tmp_path):
+    """Train with 2 gloo processes on splits that do not divide by 2, then evaluate its checkpoint with
+    1 process, with 2, and with 2 through the DataLoader path: the same test set, each image once."""
+    import csv
+
+    import lightning as L
+
+    from vae_lightning import load_model
+    from vae_lightning.data import MNISTDataModule
+
     run_dir = tmp_path / "ddp"
-    result = run_train(["trainer=ddp_cpu", "logger=csv", f"data.data_dir={fake_mnist}", "data.val_size=100",
+    result = run_train(["trainer=ddp_cpu", "logger=csv", f"data.data_dir={uneven_mnist}", "data.val_size=101",
                         "data.eval_batch_size=50", "trainer.max_epochs=2", "callbacks.rich_progress_bar=null",
                         f"hydra.run.dir={run_dir}"], train_env, tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -93,22 +107,43 @@ def test_ddp_on_two_cpu_processes_matches_one_process(fake_mnist, train_env, tmp
     (version,) = (run_dir / "csv").iterdir()  # only rank 0 logs
     assert version.name == "version_0"
 
+    # The validation diagnostics reduced across the 2 ranks (51 + 50 images) are one process's.
+    with open(version / "metrics.csv") as f:
+        last_val = [r for r in csv.DictReader(f) if r.get("val/active_units")][-1]
+    model = load_model(run_dir / "checkpoints" / "last.ckpt")  # the weights that last validation saw
+    dm = MNISTDataModule(data_dir=uneven_mnist, val_size=101, eval_batch_size=50, download=False)
+    one_process = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    assert len(dm.val_set) == 101
+    kl_dims = [k for k in last_val if k.startswith("val/kl_dim/")]
+    assert len(kl_dims) == 32 and float(last_val["val/active_units"]) == one_process["val/active_units"]
+    for key in kl_dims + ["val/kl"]:
+        assert float(last_val[key]) == pytest.approx(one_process[key], rel=1e-5, abs=1e-7), key
+
     reports = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp")):
-        out = tmp_path / f"eval{devices}"
+    for name, devices, strategy, extra in (("one", 1, "auto", []), ("two", 2, "ddp", []),
+                                           ("two_dataloader", 2, "ddp", ["data.loader=dataloader"])):
+        out = tmp_path / f"eval_{name}"
         result = subprocess.run(
             [PYTHON, str(ROOT / "eval.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
              "trainer.accelerator=cpu", f"trainer.devices={devices}", f"trainer.strategy={strategy}",
-             "num_samples=200", "nll_samples=400", f"hydra.run.dir={out}"],
+             "num_samples=200", "nll_samples=400", *extra, f"hydra.run.dir={out}"],
             cwd=tmp_path, env=train_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
-        reports[devices] = json.loads((out / "eval_metrics.json").read_text())
-    one, two = reports[1], reports[2]
-    # The analytic KL over the same 200 test images is the same reduced across 2 ranks as on 1.
-    assert two["test/kl"] == pytest.approx(one["test/kl"], rel=1e-5)
-    # Monte-Carlo terms (different noise per rank) agree within their sampling error.
-    for key in ("test/recon", "test/elbo", "test/iwae", "test/nll"):
-        assert two[key] == pytest.approx(one[key], rel=2e-3), key
+        reports[name] = json.loads((out / "eval_metrics.json").read_text())
+    one = reports["one"]
+    for name in ("two", "two_dataloader"):
+        # The analytic KL over the same 201 test images (101 + 100) is one process's, up to round-off:
+        # a repeated image (DistributedSampler's padding) would move it.
+        assert reports[name]["test/kl"] == pytest.approx(one["test/kl"], rel=1e-6), name
+        # Monte-Carlo terms (different noise per rank) agree within their sampling error.
+        for key in ("test/recon", "test/elbo", "test/iwae", "test/nll"):
+            assert reports[name][key] == pytest.approx(one[key], rel=2e-3), (name, key)
+    # train.py's own test (2 processes, K = 1) of its best checkpoint saw the same images too.
+    best = load_model(metrics["best_checkpoint"])
+    dm.setup()
+    x = dm.test_set.images.float() / 255
+    assert metrics["test/kl"] == pytest.approx(best(x).kl.mean().item(), rel=1e-5)
 
 
 def test_optuna_search_maximises_the_validation_elbo_train_returns(fake_mnist, train_env, tmp_path):

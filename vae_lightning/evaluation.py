@@ -46,31 +46,45 @@ def importance_sampled_log_px(
     return total - math.log(num_samples)
 
 
-class NegativeLogLikelihood(Metric):
-    """Mean -log p(x) over all examples seen, in nats, from per-example estimates.
+class ExampleMean(Metric):
+    """The mean of per-example values over all examples seen, from a float64 sum and a count.
 
-    Sums and counts (in float64) are the states, reduced by summing across
-    processes, so the value is the same on one process or across DDP ranks.
-    ``bits_per_dim`` converts it for data of ``num_dims`` values per example.
+    Reduced across processes by summing both, so the mean is exact whatever the shards (Lightning's
+    own sync of an epoch mean divides integer counts, off for uneven DDP shards). Updates are
+    out-of-place: states reset under inference mode (trainer.validate/test) must still accept
+    updates outside it.
     """
 
     full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:
+        self.total = self.total + values.detach().double().sum()
+        self.count = self.count + values.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
+
+
+class NegativeLogLikelihood(ExampleMean):
+    """Mean -log p(x) over all examples seen, in nats, from per-example estimates of log p(x).
+
+    The same on one process or across DDP ranks (see :class:`ExampleMean`). ``bits_per_dim``
+    converts it for data of ``num_dims`` values per example.
+    """
+
     higher_is_better = False
 
     def __init__(self, num_dims: int, **kwargs):
         super().__init__(**kwargs)
         self.num_dims = num_dims
-        self.add_state("sum_nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, log_px: torch.Tensor) -> None:
-        # Out-of-place: states reset under inference mode (trainer.validate/test) must
-        # still accept updates outside it.
-        self.sum_nll = self.sum_nll - log_px.double().sum()
-        self.count = self.count + log_px.numel()
-
-    def compute(self) -> torch.Tensor:
-        return self.sum_nll / self.count
+        super().update(-log_px)
 
     def bits_per_dim(self, nll: torch.Tensor) -> torch.Tensor:
         return nll / (self.num_dims * math.log(2))

@@ -258,6 +258,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     data_cfg = OmegaConf.create(data_cfg)
     if cfg.get("data_dir"):
         data_cfg.data_dir = cfg.data_dir
+    for key, value in (cfg.get("data") or {}).items():  # data.loader=dataloader, data.eval_batch_size=...
+        if value is not None:
+            data_cfg[key] = value
     seed = L.seed_everything(cfg.get("seed"), verbose=False)
 
     datamodule = instantiate(data_cfg)

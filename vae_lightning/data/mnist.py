@@ -9,12 +9,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..callbacks import batches_done_this_epoch
 from ..checks import check_data_args
 from ..errors import DataError, VAEUserError
-from .batches import TensorBatches
+from .batches import EpochOrder, TensorBatches
 from .download import Resource, locate_or_download
 from .idx import read_idx
 
@@ -39,6 +39,22 @@ class ImageTensorDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices)
         return self.images[idx], self.labels[idx]
+
+
+class ContiguousShards(DistributedSampler):
+    """Evaluation under DDP with a DataLoader: each process a contiguous share of the examples, all of
+    them once, none repeated (as the tensor loader's :class:`EpochOrder` does). A DistributedSampler,
+    so Lightning keeps it rather than injecting its own."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.order = EpochOrder(len(dataset), shuffle=False, rank=rank, world_size=num_replicas)
+
+    def __iter__(self):
+        return iter(range(*self.order.span()))
+
+    def __len__(self) -> int:
+        return len(self.order)
 
 
 def _batch_as_is(batch):
@@ -204,10 +220,17 @@ class IDXImageDataModule(L.LightningDataModule):
         if self.num_workers == 0:
             # The data is in memory and batches come by slicing: workers would only add copies.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer = self.trainer
+        sampler = None
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Lightning's DistributedSampler would pad the shards by repeating examples, which the
+            # epoch means would then count twice: evaluation takes contiguous, unpadded shares.
+            sampler = ContiguousShards(dataset, trainer.world_size, trainer.global_rank)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=_batch_as_is,
