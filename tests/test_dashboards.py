@@ -153,3 +153,63 @@ def test_image_logger_settings_are_checked():
         ImageLogger("x", every_n_epochs=-1)
     with pytest.raises(VAEUserError, match=r"callbacks.image_logger.traversal_steps=1 must be an integer >= 2"):
         ImageLogger("x", traversal_steps=1)
+
+
+def _fit_with_images(fake_mnist, tmp_path, logger, **trainer_kwargs):
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=50)  # 10 steps an epoch
+    model = make_vae("model.latent_dim=4", "model.encoder.hidden_dims=[32]")
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[logger], default_root_dir=tmp_path, **trainer_kwargs)
+    trainer.fit(model, datamodule=dm)
+    return trainer, model, dm
+
+
+def _frames(directory: Path, kind: str = "samples") -> list[str]:
+    return sorted(p.name for p in (directory / kind).glob("*.png"))
+
+
+def test_pictures_every_n_epochs_and_after_the_last(fake_mnist, tmp_path):
+    logger = ImageLogger(tmp_path / "images", every_n_epochs=2, num_inputs=4, num_samples=4, traversal_dims=2)
+    _fit_with_images(fake_mnist, tmp_path, logger, max_epochs=5)
+    # Epochs 2 and 4 (the cadence), and 5 (the last), counted from 1; files are numbered from 0.
+    assert _frames(tmp_path / "images") == ["epoch_001.png", "epoch_003.png", "epoch_004.png"]
+
+
+def test_a_run_stopped_early_still_gets_its_final_pictures(fake_mnist, tmp_path):
+    logger = ImageLogger(tmp_path / "images", every_n_epochs=10, num_inputs=4, num_samples=4, traversal_dims=2)
+    trainer, _, _ = _fit_with_images(fake_mnist, tmp_path, logger, max_epochs=20, max_steps=15)
+    assert trainer.global_step == 15  # stopped in the middle of epoch 2 (Lightning has counted it: 2)
+    for kind in ("reconstructions", "samples", "traversals"):
+        assert _frames(tmp_path / "images", kind) == ["epoch_001.png"], kind
+
+
+def test_the_reconstruction_panel_shows_the_chosen_inputs_above_their_reconstructions(fake_mnist, tmp_path,
+                                                                                       monkeypatch):
+    from matplotlib.axes import Axes
+
+    from vae_lightning.images import tile
+
+    logger = ImageLogger(tmp_path / "images", every_n_epochs=1, num_inputs=10, num_samples=4, traversal_dims=2,
+                         seed=7)
+    trainer, model, dm = _fit_with_images(fake_mnist, tmp_path, logger, max_epochs=1)
+    drawn = []
+    original = Axes.imshow
+    monkeypatch.setattr(Axes, "imshow", lambda ax, data, *a, **k: drawn.append(data) or original(ax, data, *a, **k))
+    logger.render(trainer, model)
+    shown = torch.as_tensor(drawn[0])  # the first picture: reconstructions, greyscale [H', W']
+    # The inputs: the validation images the seed picks, as the model sees them (fixed draws, in [0, 1]).
+    pick = torch.randperm(100, generator=torch.Generator().manual_seed(7))[:10]
+    x = dm.val_set.images[pick].float() / 255
+    assert set(x.unique().tolist()) == {0.0, 1.0}
+    with torch.no_grad():
+        recon = model.decode_mean(model.encode(x).mean)
+    blank = torch.zeros(6, 1, 28, 28)  # the short second row is padded
+    rows = [x[:8], recon[:8], torch.cat([x[8:], blank]), torch.cat([recon[8:], blank])]
+    expected = tile(torch.cat(rows), 8)[..., 0].clamp(0, 1)
+    assert shown.shape == expected.shape
+    cell = 28 + 2
+    for r, what in enumerate(["inputs", "reconstructions", "inputs", "reconstructions"]):
+        band = slice(2 + r * cell, 2 + r * cell + 28)
+        torch.testing.assert_close(shown[band].float(), expected[band].float(), atol=1e-6, rtol=0, msg=what)
+    # ... and it is not blank: the inputs have ink, the reconstructions are not the inputs.
+    assert shown[2:30].sum() > 10 and not torch.equal(shown[2:30], shown[32:60])

@@ -115,10 +115,11 @@ class ImageLogger(L.Callback):
             self.render(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Stopped early (max_time, max_steps, early stopping) or no validation: the final pictures anyway.
-        if self.every_n_epochs and trainer.is_global_zero and self._rendered_epoch != trainer.current_epoch - 1 \
-                and self._rendered_epoch != trainer.current_epoch:
-            self.render(trainer, pl_module)
+        # Stopped early (max_time, max_steps, early stopping) or no validation: the final pictures anyway,
+        # of the last epoch trained (Lightning has counted it, finished or not, by now).
+        last = max(trainer.current_epoch - 1, 0)
+        if self.every_n_epochs and trainer.is_global_zero and self._rendered_epoch != last:
+            self.render(trainer, pl_module, epoch=last)
 
     # -- what ----------------------------------------------------------------------------
     def _fixed_inputs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
@@ -163,8 +164,9 @@ class ImageLogger(L.Callback):
         return x if x.is_floating_point() else x.float() / 255.0
 
     @torch.no_grad()
-    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Path]:
-        """Draw every picture for the current epoch; write the PNGs and log them."""
+    def render(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int | None = None) -> list[Path]:
+        """Draw every picture for the current epoch (or ``epoch``, counted from 0); write the PNGs and log them."""
+        epoch = trainer.current_epoch if epoch is None else epoch
         if "fsdp" in type(trainer.strategy).__name__.lower():
             log.warning("ImageLogger: skipped under FSDP (the weights are sharded across processes).")
             self.every_n_epochs = 0
@@ -176,10 +178,10 @@ class ImageLogger(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            figures = self._figures(trainer, pl_module, fixed)
+            figures = self._figures(trainer, pl_module, fixed, f"epoch {epoch + 1}, step {trainer.global_step}")
         finally:
             pl_module.train(was_training)
-        epoch, step = trainer.current_epoch, trainer.global_step
+        step = trainer.global_step
         paths = []
         import matplotlib.pyplot as plt
 
@@ -193,10 +195,10 @@ class ImageLogger(L.Callback):
         self._rendered_epoch = epoch
         return paths
 
-    def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule, fixed: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule, fixed: dict[str, torch.Tensor],
+                 where: str) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
-        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
         x = self._as_model_input(trainer, pl_module, fixed["inputs"])
         prior = pl_module.prior
         q = pl_module.encode(x)
