@@ -7,15 +7,18 @@ import lightning as L
 
 
 class SlowDownAndMark(L.Callback):
-    """Sleep after each training batch, and write the global step to a file, so a test
-    can send a signal to the run at a known point mid-epoch."""
+    """Write the global step to a file after each training batch and, from step ``wait_at`` on, wait
+    there (up to a minute) until the run receives SIGTERM: a test can signal the run at a known point
+    mid-epoch however busy the machine is."""
 
-    def __init__(self, marker: str, seconds: float = 0.05):
-        self.marker, self.seconds = Path(marker), seconds
+    def __init__(self, marker: str, wait_at: int = 14):
+        self.marker, self.wait_at = Path(marker), wait_at
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        time.sleep(self.seconds)
         self.marker.write_text(str(trainer.global_step))
+        deadline = time.monotonic() + 60
+        while trainer.global_step >= self.wait_at and not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 class RecordTraining(L.Callback):
@@ -56,4 +59,15 @@ class StopAfterEpochs(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+class StopAfterSteps(L.Callback):
+    """Stop once ``steps`` optimiser steps are done (after the checkpoints saved at that point)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.global_step >= self.steps:
             trainer.should_stop = True

@@ -389,3 +389,13 @@ def test_tensor_batches_state_names_a_changed_order():
     loader.load_state_dict(loader.state_dict())  # the same order: silent
     with pytest.warns(UserWarning, match="different data order"):
         loader.load_state_dict({**loader.state_dict(), "seed": 4})
+
+
+def test_an_evaluation_split_smaller_than_the_processes_is_refused(fake_mnist):
+    from types import SimpleNamespace
+
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=3, batch_size=50)
+    dm.setup()
+    dm.trainer = SimpleNamespace(world_size=4, global_rank=0)  # 4 processes, 3 validation images
+    with pytest.raises(VAEUserError, match=r"An evaluation split of 3 images cannot give each of the 4 processes"):
+        dm.val_dataloader()

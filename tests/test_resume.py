@@ -79,3 +79,29 @@ def test_a_run_resumed_at_an_epoch_boundary_continues_exactly(schedule, fake_mni
     assert final.keys() == reference.keys() and all(torch.equal(final[k], reference[k]) for k in final)
     for key in ("test/elbo", "test/recon", "test/kl", "val/elbo_best"):
         assert resumed[key] == whole[key], key
+
+
+def test_a_run_resumed_after_a_validation_in_the_middle_of_an_epoch_continues_exactly(fake_mnist, tmp_path):
+    """val_check_interval=0.5: a validation after batch 5 of every epoch, and last.ckpt saved there; a run
+    that stops at that point (a hard kill after the save) and resumes ends with the uninterrupted weights."""
+    common = ["trainer.max_epochs=2", "+trainer.val_check_interval=0.5", "model/lr_scheduler=cosine"]
+    _run(tmp_path, tmp_path / "whole", fake_mnist, *common)
+    part = tmp_path / "part"
+    _run(tmp_path, part, fake_mnist, *common, "+callbacks.stop._target_=helpers.StopAfterSteps",
+         "+callbacks.stop.steps=15", "test=false")
+    assert torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 15
+    _run(tmp_path, part, fake_mnist, *common)
+    final = torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    reference = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(final[k], reference[k]) for k in reference)
+
+
+def test_every_batch_validation_and_test_has_a_seed_of_its_own():
+    from vae_lightning.callbacks import SeedEveryStep
+
+    seeds = SeedEveryStep(seed=42)
+    batches = {seeds.seed_for(rank, epoch, batch) for rank in range(4) for epoch in range(50) for batch in range(100)}
+    evaluations = {seeds.seed_for(rank, epoch, where, step) for rank in range(4) for epoch in range(50)
+                   for where in (SeedEveryStep.VALIDATION, SeedEveryStep.TEST) for step in (epoch * 100, epoch * 100 + 50)}
+    assert len(batches) == 4 * 50 * 100 and len(evaluations) == 4 * 50 * 2 * 2 and not batches & evaluations
+    assert SeedEveryStep(seed=43).seed_for(0, 0, 0) != seeds.seed_for(0, 0, 0)  # and another run's differ

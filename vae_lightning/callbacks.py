@@ -40,48 +40,68 @@ def _mix(*values: int) -> int:
 class SeedEveryStep(L.Callback):
     """Each training batch draws its randomness (the dynamic binarisation, the reparameterisation noise,
     dropout) from a seed of its own, a function of the run's seed, the process's rank, the epoch and
-    the batch; each validation and test from one of (seed, rank, epoch, phase).
+    the batch; each validation and test from one of (seed, rank, epoch, phase, step).
 
     So a resumed run, at an epoch boundary or mid-epoch after SIGTERM, draws exactly the noise the
-    uninterrupted run drew, and on a deterministic device ends with the same weights. The seed for a
-    batch is set when the one before it ends (the batch is binarised before any hook of its own).
+    uninterrupted run drew, and on a deterministic device ends with the same weights (with the tensor
+    loader, the same batch size and number of processes, and accumulate_grad_batches=1 for a stop in
+    the middle of an epoch). The seed for a batch is set when the one before it ends (a batch is
+    binarised before any hook of its own), and set again after a validation in the middle of an epoch.
     ``seed``: the run's seed (``null``: the one ``seed_everything`` chose, ``PL_GLOBAL_SEED``).
+    On a CPU the generator keeps 32 bits of the seed: two batches of a long run may, rarely, share
+    their noise (about a 5% chance over the 21,500 steps of the MNIST preset), which does no harm.
     """
 
     VALIDATION, TEST = -1, -2
 
     def __init__(self, seed: int | None = None):
         self.seed = seed
+        self._next_batch: tuple[int, int] | None = None  # the (epoch, batch) whose seed is set for training
 
-    def _set(self, trainer: L.Trainer, epoch: int, where: int) -> None:
+    def seed_for(self, rank: int, epoch: int, where: int, step: int = 0) -> int:
+        """The seed of one batch (``where`` >= 0) or one evaluation (VALIDATION, TEST, at ``step``)."""
         seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", "0"))
-        seed = _mix(seed, trainer.global_rank, epoch, where)
+        return _mix(seed, rank, epoch, where, step)
+
+    def _set(self, trainer: L.Trainer, seed: int) -> None:
         # The generators in use only: torch.manual_seed (every backend) costs ~85 us, these ~1 us.
         torch.default_generator.manual_seed(seed)
         device = trainer.strategy.root_device
         if device.type == "cuda":
-            torch.cuda.default_generators[device.index if device.index is not None else 0].manual_seed(seed)
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)
         elif device.type != "cpu":
             torch.manual_seed(seed)
+
+    def _train(self, trainer: L.Trainer, epoch: int, batch: int) -> None:
+        self._next_batch = (epoch, batch)
+        self._set(trainer, self.seed_for(trainer.global_rank, epoch, batch))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = batches_done_this_epoch(trainer)  # > 0 when resumed mid-epoch
         if done >= trainer.num_training_batches:  # resumed at the very end of an epoch
-            self._set(trainer, trainer.current_epoch + 1, 0)
+            self._train(trainer, trainer.current_epoch + 1, 0)
         else:
-            self._set(trainer, trainer.current_epoch, done)
+            self._train(trainer, trainer.current_epoch, done)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._set(trainer, trainer.current_epoch, 0)
+        self._train(trainer, trainer.current_epoch, 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
-        self._set(trainer, trainer.current_epoch, batch_idx + 1)
+        self._train(trainer, trainer.current_epoch, batch_idx + 1)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._set(trainer, trainer.current_epoch, self.VALIDATION)
+        self._set(trainer, self.seed_for(trainer.global_rank, trainer.current_epoch, self.VALIDATION,
+                                         trainer.global_step))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A validation in the middle of an epoch (val_check_interval < 1): the next batch draws from its own
+        # seed again, not from what the validation left.
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._next_batch is not None:
+            self._set(trainer, self.seed_for(trainer.global_rank, *self._next_batch))
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._set(trainer, trainer.current_epoch, self.TEST)
+        self._set(trainer, self.seed_for(trainer.global_rank, trainer.current_epoch, self.TEST, trainer.global_step))
 
 
 class EpochSummary(L.Callback):

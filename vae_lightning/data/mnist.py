@@ -211,8 +211,12 @@ class IDXImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: ImageTensorDataset | None, batch_size: int, shuffle: bool) -> TensorBatches | DataLoader:
         if dataset is None:
             raise RuntimeError("setup() has not run: call datamodule.setup() first.")
+        trainer = self.trainer
+        if not shuffle and trainer is not None and len(dataset) < trainer.world_size:
+            # A process with no evaluation batch at all would miss DDP's first buffer broadcast: a hang.
+            raise VAEUserError(f"An evaluation split of {len(dataset)} images cannot give each of the "
+                               f"{trainer.world_size} processes one: raise data.val_size or use fewer devices.")
         if self.loader == "tensor":
-            trainer = self.trainer
             rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
             return TensorBatches((dataset.images, dataset.labels), batch_size, shuffle=shuffle,
                                  seed=self.shuffle_seed, rank=rank, world_size=world_size,
@@ -220,7 +224,6 @@ class IDXImageDataModule(L.LightningDataModule):
         if self.num_workers == 0:
             # The data is in memory and batches come by slicing: workers would only add copies.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer = self.trainer
         sampler = None
         if not shuffle and trainer is not None and trainer.world_size > 1:
             # Lightning's DistributedSampler would pad the shards by repeating examples, which the

@@ -82,7 +82,7 @@ class Terms:
             asked for or trained on.
     kl_per_dim: [B, D], the analytic KL of each latent dimension when the pair factorises, else None.
     beta:   the beta the loss was computed with.
-    extras: anything more an objective reports (logged as they are named).
+    extras: anything more an objective reports, per example ([B] each), logged as they are named.
     """
 
     recon: torch.Tensor
