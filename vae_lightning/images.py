@@ -123,7 +123,8 @@ class ImageLogger(L.Callback):
 
     # -- what ----------------------------------------------------------------------------
     def _fixed_inputs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
-        """Validation inputs, test codes' inputs and prior noise: drawn once, used every time."""
+        """Validation inputs and the test images whose codes are scattered: chosen once, used every time
+        (the prior noise comes from ``noise_generator``)."""
         if self._fixed is not None:
             return self._fixed
         generator = torch.Generator().manual_seed(self.seed)

@@ -77,7 +77,7 @@ class VAE(L.LightningModule):
         self.test_nll = NegativeLogLikelihood(math.prod(self.input_shape))
         # Validation and test means of each term over all examples, reduced across processes as sums
         # and counts (Lightning's own sync of an epoch mean divides integer counts: uneven DDP shards
-        # would be off, by 1% for 201 test images on 2 ranks).
+        # were off, by 1% for 101 validation images on 2 ranks).
         self.epoch_means = nn.ModuleDict()
         #: The batch means of the last training step's terms (0-dim, detached), for callbacks.
         self.train_terms: dict[str, torch.Tensor] = {}
@@ -172,22 +172,25 @@ class VAE(L.LightningModule):
     # -- training and evaluation ----------------------------------------------------------
     # Logging is Lightning's Python bookkeeping: compile=true runs it as it is (it does not trace).
     @torch.compiler.disable
-    def _log_terms(self, split: str, terms: Terms, batch_size: int, **extra: Any) -> dict[str, Any]:
-        recon, kl = terms.recon.mean(), terms.kl.mean()
-        values = {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
+    def _log_train(self, terms: Terms, batch_size: int) -> None:
+        """A point per logged step: the step's batch means (``train_terms``, already reduced), beta, L_K."""
+        recon, kl = self.train_terms["recon"], self.train_terms["kl"]
+        values = {"recon": recon, "kl": kl, "elbo": -(recon + kl), "loss": self.train_terms["loss"], "beta": terms.beta}
         if terms.iwae is not None:
-            values["iwae"] = terms.iwae.mean()
-        values.update({name: value.mean() for name, value in terms.extras.items()})
-        values.update(extra)
-        if split == "train":  # a point per logged step
-            for name, value in values.items():
-                self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size,
-                         prog_bar=name == "elbo")
-            return values
+            values["iwae"] = terms.iwae.detach().mean()
+        values.update({name: value.detach().mean() for name, value in terms.extras.items()})
+        for name, value in values.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size,
+                     prog_bar=name == "elbo")
+        self._last_train_logs = {"values": values, "batch_size": batch_size}
+
+    @torch.compiler.disable
+    def _log_evaluation(self, split: str, terms: Terms) -> None:
+        """The mean of each term over all examples of the epoch (``ExampleMean``, see ``epoch_means``)."""
         per_example = {"recon": terms.recon, "kl": terms.kl, "elbo": terms.elbo, **terms.extras}
         if terms.iwae is not None:
             per_example["iwae"] = terms.iwae
-        for name, value in per_example.items():  # val/test: the mean over all examples of the epoch
+        for name, value in per_example.items():
             key = f"{split}_{name}"
             if key not in self.epoch_means:
                 self.epoch_means[key] = ExampleMean().to(self.device)
@@ -195,7 +198,6 @@ class VAE(L.LightningModule):
             metric.update(value)
             self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "elbo",
                      metric_attribute=f"epoch_means.{key}")
-        return values
 
     @torch.compiler.disable
     def _train_logs_due(self, batch_idx: int) -> bool:
@@ -220,9 +222,7 @@ class VAE(L.LightningModule):
         self.train_terms = {"recon": terms.recon.mean().detach(), "kl": terms.kl.mean().detach(),
                             "loss": loss.detach()}
         if log_now:
-            values = self._log_terms("train", terms, x.shape[0], loss=loss, beta=terms.beta)
-            self._last_train_logs = {"values": {k: v.detach() if torch.is_tensor(v) else v for k, v in values.items()},
-                                     "batch_size": x.shape[0]}
+            self._log_train(terms, x.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -238,7 +238,7 @@ class VAE(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x = batch[0]
         q, terms = self._terms(x)
-        self._log_terms("val", terms, x.shape[0])
+        self._log_evaluation("val", terms)
         self.val_activity.update(q.mean, terms.kl_per_dim)
 
     def on_validation_epoch_end(self) -> None:
@@ -251,7 +251,7 @@ class VAE(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         x = batch[0]
         _, terms = self._terms(x)
-        self._log_terms("test", terms, x.shape[0])
+        self._log_evaluation("test", terms)
         if self.nll_samples > 0:
             self.test_nll.update(self.log_px(x))
 

@@ -19,10 +19,6 @@ class DiagonalGaussian(Posterior):
     def mean(self) -> torch.Tensor:
         return self.loc
 
-    @property
-    def variance(self) -> torch.Tensor:
-        return self.logvar.exp()
-
     def rsample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z_k = mu + sigma * eps_k, eps_k ~ N(0, I): [K, B, D]."""
         return self.loc + (0.5 * self.logvar).exp() * self._noise((num_samples, *self.loc.shape), generator)
