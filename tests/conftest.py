@@ -44,13 +44,19 @@ def make_fake_mnist(root: Path, num_train: int = 600, num_test: int = 200, seed:
     return root
 
 
-@functools.lru_cache(maxsize=None)
-def _composed(overrides: tuple[str, ...]) -> dict:
+def compose_run(*overrides: str, config_name: str = "train", **kwargs):
+    """The config train.py (or eval.py, ``config_name="eval"``) composes from conf/: a DictConfig."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, "paths.data_dir=/nonexistent", "paths.output_dir=/nonexistent"])
+        return compose(config_name, overrides=list(overrides), **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = compose_run(*overrides, "paths.data_dir=/nonexistent", "paths.output_dir=/nonexistent")
     return OmegaConf.to_container(cfg, resolve=True)
 
 

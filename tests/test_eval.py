@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, compose_run
 from vae_lightning.data import write_idx
 from vae_lightning.run import evaluate, train
 
@@ -19,12 +18,11 @@ from vae_lightning.run import evaluate, train
 def run_dir(fake_mnist, tmp_path_factory) -> Path:
     """A short run (in this process) with its checkpoints and resolved_config.yaml."""
     out = tmp_path_factory.mktemp("eval_run")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "logger=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={out}", "trainer.max_epochs=3",
-            "data.val_size=100", "data.batch_size=50", "model.latent_dim=4", "model.encoder.hidden_dims=[64]",
-            "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "callbacks.image_logger.every_n_epochs=0",
-            "+trainer.enable_progress_bar=false", "test=false"])
+    cfg = compose_run(
+        "logger=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={out}", "trainer.max_epochs=3",
+        "data.val_size=100", "data.batch_size=50", "model.latent_dim=4", "model.encoder.hidden_dims=[64]",
+        "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "callbacks.image_logger.every_n_epochs=0",
+        "+trainer.enable_progress_bar=false", "test=false")
     train(cfg)
     return out
 
@@ -42,9 +40,8 @@ def blank_mnist(tmp_path_factory) -> Path:
 
 
 def _evaluate(tmp_path, *overrides) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("eval", overrides=["trainer.accelerator=cpu", f"hydra.runtime.output_dir={tmp_path}",
-                                         *overrides], return_hydra_config=True)
+    cfg = compose_run("trainer.accelerator=cpu", f"hydra.runtime.output_dir={tmp_path}", *overrides,
+                      config_name="eval", return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return evaluate(cfg)
 

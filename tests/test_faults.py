@@ -5,17 +5,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from conftest import PYTHON, ROOT, compose_config, make_vae
+from conftest import PYTHON, ROOT, compose_config, compose_run, make_vae
 from vae_lightning import VAE
 from vae_lightning.data import MNISTDataModule
 from vae_lightning.errors import VAEUserError
@@ -107,9 +104,7 @@ def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_whole(tmp_path
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # as a plain open() would make it
 
 
-def _compose(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+_compose = compose_run
 
 
 def test_wandb_that_cannot_start_falls_back_to_csv(fake_mnist, tmp_path, monkeypatch, caplog):

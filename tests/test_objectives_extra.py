@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from torch.distributions import ContinuousBernoulli as TorchCB
 from torch.distributions import Independent, Normal
 
 from conftest import make_vae

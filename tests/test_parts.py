@@ -12,7 +12,7 @@ import torch
 from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal,
                                  kl_divergence)
 
-from conftest import PYTHON, ROOT, compose_config, make_vae
+from conftest import PYTHON, ROOT, compose_run
 from custom_parts import LearnedDiagonalPrior
 from linear_gaussian import LinearGaussian
 from vae_lightning import load_model
@@ -118,8 +118,6 @@ def test_the_monte_carlo_kl_of_the_mixture_prior_is_unbiased(num_samples):
 
 def test_a_one_component_frozen_standard_normal_mixture_runs_exactly_as_the_standard_normal(fake_mnist, tmp_path):
     """The same seed, the same data, the Monte-Carlo KL in both: the same numbers, to float round-off."""
-    from hydra import compose, initialize_config_dir
-
     from vae_lightning.run import train
 
     common = ["logger=none", "callbacks=none", f"paths.data_dir={fake_mnist}", "trainer.max_epochs=2",
@@ -129,17 +127,13 @@ def test_a_one_component_frozen_standard_normal_mixture_runs_exactly_as_the_stan
     runs = {}
     for name, prior in [("normal", []), ("mixture", ["model/prior=mixture_of_gaussians", "model.prior.num_components=1",
                                                       "model.prior.learnable=false", "model.prior.init_spread=0"])]:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*common, *prior, f"paths.output_dir={tmp_path / name}"])
-        runs[name] = train(cfg)
+        runs[name] = train(compose_run(*common, *prior, f"paths.output_dir={tmp_path / name}"))
     normal, mixture = runs["normal"], runs["mixture"]
     assert normal["kl_estimator"] == mixture["kl_estimator"] == "monte_carlo" and normal["steps"] == 20
     for key in ("test/elbo", "test/recon", "test/kl", "test/iwae", "test/nll"):
         assert mixture[key] == pytest.approx(normal[key], rel=1e-6, abs=1e-6), key
     # ... and the analytic KL is a different estimator: the numbers of that run differ.
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*common[:-2], "eval.nll_samples=10", f"paths.output_dir={tmp_path / 'a'}"])
-    analytic = train(cfg)
+    analytic = train(compose_run(*common[:-2], "eval.nll_samples=10", f"paths.output_dir={tmp_path / 'a'}"))
     assert analytic["kl_estimator"] == "analytic" and analytic["test/kl"] != pytest.approx(normal["test/kl"], rel=1e-6)
 
 

@@ -8,24 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
+from conftest import compose_run
 from vae_lightning.run import train
 
 STEPS_PER_EPOCH = 10  # 500 training images of the made data, batches of 50
 
 
 def _run(tmp_path: Path, run_dir: Path, fake_mnist, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "logger=csv", f"paths.data_dir={fake_mnist}", f"paths.output_dir={run_dir}", "seed=3",
-            "data.val_size=100", "data.batch_size=50", "model.latent_dim=3", "model.encoder.hidden_dims=[32]",
-            "objective.num_samples=2", "objective.kl_schedule=linear", "objective.warmup_steps=25",
-            "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
-            "callbacks.image_logger.every_n_epochs=0", "+trainer.enable_progress_bar=false",
-            "+callbacks.record._target_=helpers.RecordTraining", f"+callbacks.record.prefix={run_dir / 'record'}",
-            *overrides])
+    cfg = compose_run(
+        "logger=csv", f"paths.data_dir={fake_mnist}", f"paths.output_dir={run_dir}", "seed=3",
+        "data.val_size=100", "data.batch_size=50", "model.latent_dim=3", "model.encoder.hidden_dims=[32]",
+        "objective.num_samples=2", "objective.kl_schedule=linear", "objective.warmup_steps=25",
+        "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
+        "callbacks.image_logger.every_n_epochs=0", "+trainer.enable_progress_bar=false",
+        "+callbacks.record._target_=helpers.RecordTraining", f"+callbacks.record.prefix={run_dir / 'record'}",
+        *overrides)
     return train(cfg)
 
 

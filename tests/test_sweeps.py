@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, ROOT, make_fake_mnist
+from conftest import PYTHON, ROOT, compose_run, make_fake_mnist
 from test_train import _compose, run_train
 
 
@@ -172,9 +172,7 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_processes(fake_mnist, train_e
 
 
 def test_slurm_launcher_preset_composes():
-    from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    cfg = compose_run("launcher=slurm", "hydra.launcher.partition=gpu", return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min == 240

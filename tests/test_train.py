@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import PYTHON, ROOT, make_vae
+from conftest import PYTHON, ROOT, compose_run, make_vae
 from vae_lightning.build import load_model
 
 QUICK = ["trainer.max_epochs=2", "data.val_size=100", "data.batch_size=50", "data.eval_batch_size=100"]
@@ -28,9 +27,7 @@ def run_train(args, env, cwd, timeout=240):
     )
 
 
-def _compose(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+_compose = compose_run
 
 
 def test_experiment_config_composes_beta_and_samples_into_the_model():

@@ -4,20 +4,18 @@ recon + beta * kl, free bits as the formula says, IWAE warmed up with beta < 1."
 import csv
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
+from conftest import compose_run
 from vae_lightning.run import train
 
 
 def _train_rows(fake_mnist, tmp_path, *overrides):
     """Every training step's logged terms of a short run (10 steps an epoch, 2 epochs)."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "logger=csv", "callbacks=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}",
-            "data.val_size=100", "data.batch_size=50", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-            "+trainer.enable_progress_bar=false", "test=false", "model.latent_dim=3",
-            "model.encoder.hidden_dims=[32]", *overrides])
+    cfg = compose_run(
+        "logger=csv", "callbacks=none", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path}",
+        "data.val_size=100", "data.batch_size=50", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+        "+trainer.enable_progress_bar=false", "test=false", "model.latent_dim=3",
+        "model.encoder.hidden_dims=[32]", *overrides)
     train(cfg)
     (path,) = tmp_path.glob("csv/version_*/metrics.csv")
     with open(path) as f:
