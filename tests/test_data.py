@@ -246,7 +246,7 @@ def test_static_and_none_give_the_same_training_batch_every_time(fake_mnist, bin
 def test_bad_binarize_and_val_size_are_clear_errors(fake_mnist):
     with pytest.raises(VAEUserError, match=r"data.binarize='otsu'.*dynamic"):
         MNISTDataModule(data_dir=fake_mnist, binarize="otsu")
-    with pytest.raises(VAEUserError, match=r"data.val_size=600 must be between 1 and 599"):
+    with pytest.raises(VAEUserError, match=r"data.val_size=600 leaves no training images: MNIST has 600"):
         MNISTDataModule(data_dir=fake_mnist, val_size=600).setup()
 
 
@@ -340,14 +340,17 @@ def test_datamodule_loader_options(fake_mnist):
     dm.setup()
     assert isinstance(dm.train_dataloader(), torch.utils.data.DataLoader)
     assert sum(len(x) for x, _ in dm.train_dataloader()) == 500
-    with pytest.raises(VAEUserError, match=r"data.num_workers=2 applies to data.loader=dataloader only"):
-        MNISTDataModule(data_dir=fake_mnist, num_workers=2)
+    with pytest.raises(VAEUserError, match=r"data.num_workers=2 applies to DataLoader paths only"):
+        MNISTDataModule(data_dir=fake_mnist, num_workers=2, loader="tensor")
     with pytest.raises(VAEUserError, match=r"data.loader='lmdb' is not known"):
         MNISTDataModule(data_dir=fake_mnist, loader="lmdb")
     MNISTDataModule(data_dir=fake_mnist, num_workers=2, pin_memory=True, loader="dataloader")  # fine there
 
 
-def test_a_run_resumed_mid_epoch_sees_the_rest_of_that_epoch_in_the_same_order(fake_mnist, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", [{}, {"in_memory": False}, {"loader": "dataloader"}], ids=["tensor", "streamed",
+                                                                                            "dataloader"])
+def test_a_run_resumed_mid_epoch_sees_the_rest_of_that_epoch_in_the_same_order(fake_mnist, tmp_path, monkeypatch,
+                                                                               path):
     import lightning as L
 
     from conftest import make_vae
@@ -366,7 +369,7 @@ def test_a_run_resumed_mid_epoch_sees_the_rest_of_that_epoch_in_the_same_order(f
 
     def fit(stop_at=None, ckpt_path=None):
         L.seed_everything(0, verbose=False)
-        dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=50, binarize="static")
+        dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=50, binarize="static", **path)
         record = Record(stop_at)
         trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, callbacks=[record], limit_val_batches=0,

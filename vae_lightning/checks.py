@@ -20,7 +20,7 @@ from .errors import ConfigError, VAEUserError
 log = logging.getLogger("vae_lightning")
 
 BINARIZATIONS = ("dynamic", "static", "none")
-LOADERS = ("tensor", "dataloader")
+LOADERS = ("auto", "tensor", "dataloader")
 
 
 # -- helpers for parts ---------------------------------------------------------------------
@@ -118,23 +118,31 @@ def check_moved_keys(cfg: Mapping[str, Any]) -> None:
 
 # -- data ----------------------------------------------------------------------------------
 
-def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, val_size: Any, num_workers: Any,
-                    loader: Any = "tensor", pin_memory: Any = False, on_device: Any = "auto") -> None:
+def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, num_workers: Any, loader: Any = "auto",
+                    pin_memory: Any = False, on_device: Any = "auto", in_memory: Any = "auto",
+                    memory_limit_gb: Any = None, hflip: Any = False) -> None:
     """The image DataModules' arguments (data group)."""
     if binarize not in BINARIZATIONS:
         raise ConfigError("data.binarize", binarize, f"is not known: choose one of {list(BINARIZATIONS)}")
     for key, value, least in [("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
-                              ("val_size", val_size, 1), ("num_workers", num_workers, 0)]:
+                              ("num_workers", num_workers, 0)]:
         require_int(f"data.{key}", value, least)
     if loader not in LOADERS:
         raise ConfigError("data.loader", loader, f"is not known: choose one of {list(LOADERS)}")
-    if on_device not in (True, False, "auto"):
-        raise ConfigError("data.on_device", on_device, "must be true, false or auto")
+    for key, value in (("data.on_device", on_device), ("data.in_memory", in_memory)):
+        if value not in (True, False, "auto"):
+            raise ConfigError(key, value, "must be true, false or auto")
+    if memory_limit_gb is not None:
+        require_number("data.memory_limit_gb", memory_limit_gb, above=0)
+    require_bool("data.hflip", hflip)
+    if loader == "tensor" and in_memory is False:
+        raise ConfigError("data.loader", loader, "needs the data in memory, and data.in_memory=false streams it: "
+                                                 "use data.loader=auto")
     if loader == "tensor" and (num_workers or pin_memory):
         key, value = ("data.num_workers", num_workers) if num_workers else ("data.pin_memory", pin_memory)
-        raise ConfigError(key, value, "applies to data.loader=dataloader only: the tensor loader slices batches out "
-                                      "of memory in the main process (set data.loader=dataloader to use worker "
-                                      "processes)")
+        raise ConfigError(key, value, "applies to DataLoader paths only: the tensor loader slices batches out "
+                                      "of memory in the main process (set data.loader=dataloader, or stream with "
+                                      "data.in_memory=false, to use worker processes)")
 
 
 # -- trainer -------------------------------------------------------------------------------

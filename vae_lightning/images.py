@@ -130,12 +130,11 @@ class ImageLogger(L.Callback):
         generator = torch.Generator().manual_seed(self.seed)
         datamodule = trainer.datamodule
         val_set = getattr(datamodule, "val_set", None)
-        if val_set is not None and hasattr(val_set, "images"):
-            pick = torch.randperm(len(val_set.images), generator=generator)[: self.num_inputs]
-            inputs = val_set.images[pick.to(val_set.images.device)]
+        if val_set is not None and hasattr(val_set, "__getitems__"):  # in memory or streamed: by index
+            pick = torch.randperm(len(val_set), generator=generator)[: self.num_inputs]
+            inputs = val_set.__getitems__(pick.tolist())[0]
             scatter_set = getattr(datamodule, "test_set", None) or val_set
-            n = min(self.scatter_points, len(scatter_set.images))
-            scatter_x, scatter_y = scatter_set.images[:n], scatter_set.labels[:n]
+            scatter_x, scatter_y = scatter_set.__getitems__(list(range(min(self.scatter_points, len(scatter_set)))))
         else:  # any other DataModule: the first validation batch
             loader = trainer.val_dataloaders
             x, y = next(iter(loader[0] if isinstance(loader, (list, tuple)) else loader))
@@ -283,20 +282,32 @@ class ImageLogger(L.Callback):
             fig.tight_layout()
             figures["manifold"] = fig
 
-            codes = []
-            for chunk in fixed["scatter_x"].split(1000):
-                codes.append(pl_module.encode(self._as_model_input(trainer, pl_module, chunk)).mean.float().cpu())
-            codes = torch.cat(codes)
             labels = fixed["scatter_y"].cpu()
-            fig, ax = plt.subplots(figsize=FIGSIZES["latent_scatter"])
-            points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
-            fig.colorbar(points, ax=ax, ticks=range(10), label="label")
-            ax.set_xlabel("E_q[z_1]")
-            ax.set_ylabel("E_q[z_2]")
-            ax.set_title(f"Codes of {len(codes)} test images ({where})")
-            fig.tight_layout()
-            figures["latent_scatter"] = fig
+            num_classes = getattr(trainer.datamodule, "num_classes", None) or int(labels.max()) + 1
+            if (labels >= 0).any():  # the scatter only where the data has labels
+                figures["latent_scatter"] = self._scatter(trainer, pl_module, fixed["scatter_x"], labels,
+                                                          num_classes, where)
         return figures
+
+    def _scatter(self, trainer, pl_module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 where: str):
+        """The codes E_q[z] of labelled images in 2-D, one colour per class."""
+        import matplotlib.pyplot as plt
+
+        codes = []
+        for chunk in images.split(1000):
+            codes.append(pl_module.encode(self._as_model_input(trainer, pl_module, chunk)).mean.float().cpu())
+        codes = torch.cat(codes)
+        cmap = "tab10" if num_classes <= 10 else "tab20" if num_classes <= 20 else "viridis"
+        fig, ax = plt.subplots(figsize=FIGSIZES["latent_scatter"])
+        points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap=cmap, s=4, vmin=-0.5, vmax=num_classes - 0.5)
+        ticks = range(num_classes) if num_classes <= 20 else None
+        fig.colorbar(points, ax=ax, ticks=ticks, label="label")
+        ax.set_xlabel("E_q[z_1]")
+        ax.set_ylabel("E_q[z_2]")
+        ax.set_title(f"Codes of {len(codes)} test images ({where})")
+        fig.tight_layout()
+        return fig
 
     @staticmethod
     def _log_to_wandb(trainer: L.Trainer, paths: dict[str, Path], epoch: int, step: int) -> None:

@@ -167,7 +167,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # The parts are built from the resolved config, which the checkpoints keep (plain values, so
     # they load with weights_only=True and rebuild the model by themselves).
-    model = VAE.from_config(resolved, datamodule.input_shape)
+    input_shape = datamodule.input_shape
+    if hasattr(datamodule, "check_binarize"):  # before anything is built: binarize is for one channel
+        datamodule.check_binarize(input_shape[0])
+    model = VAE.from_config(resolved, input_shape)
     kl_estimator = model.kl_estimator
     log.info(f"KL(q || p) of {type(model.posterior).__name__} against {type(model.prior).__name__}: "
              f"{kl_estimator.replace('_', '-')}")

@@ -22,6 +22,9 @@ class Resource:
     md5: str
     raw_size: int | None = None
     raw_md5: str | None = None
+    #: Full download addresses, tried before ``mirror + filename`` (for hosts whose URLs do not end
+    #: in the file's name).
+    urls: tuple[str, ...] = ()
 
     @property
     def stem(self) -> str:
@@ -56,8 +59,7 @@ def download(resource: Resource, mirrors: Sequence[str], folder: Path, timeout: 
     target = folder / resource.filename
     partial = folder / (resource.filename + ".part")
     errors = []
-    for mirror in mirrors:
-        url = mirror + resource.filename
+    for url in (*resource.urls, *(mirror + resource.filename for mirror in mirrors)):
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
                 while chunk := response.read(1 << 20):
@@ -89,6 +91,7 @@ def locate_or_download(
     mirrors: Sequence[str],
     allow_download: bool,
     dataset: str,
+    fix: str | None = None,
 ) -> dict[str, Path]:
     """Map each resource's filename to a path on disk, downloading the missing ones if allowed.
 
@@ -98,11 +101,9 @@ def locate_or_download(
     missing = [r for r in resources if found[r.filename] is None]
     if not missing:
         return found  # type: ignore[return-value]
-    fix = (
-        f"Put the files (gzipped or not) in {download_folder}, or point the project at a "
-        f"directory that holds {dataset}/raw/: set data.data_dir=/path/to/data on the command "
-        f"line or the environment variable VAE_DATA_DIR."
-    )
+    fix = fix or (f"Put the files (gzipped or not) in {download_folder}, or point the project at a "
+                  f"directory that holds {dataset}/raw/")
+    fix += ": set data.data_dir=/path/to/data on the command line or the environment variable VAE_DATA_DIR."
     names = ", ".join(r.filename for r in missing)
     if not allow_download:
         raise DataError(f"{dataset} files missing in {download_folder}: {names}. Downloading is "
