@@ -1,4 +1,5 @@
-"""Bernoulli likelihoods: for binarised images, and the continuous Bernoulli for intensities in [0, 1]."""
+"""Bernoulli likelihoods: for binarised images, and the continuous Bernoulli for intensities in [0, 1]
+(optionally on dequantised 8-bit data)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import ContinuousBernoulli as _ContinuousBernoulli
 
-from .base import Likelihood, sum_event
+from .base import Density, Likelihood, sum_event
 
 
 class Bernoulli(Likelihood):
@@ -26,15 +27,16 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params)
 
 
-class ContinuousBernoulli(Likelihood):
+class ContinuousBernoulli(Density):
     """The continuous Bernoulli (Loaiza-Ganem and Cunningham 2019), for intensities in [0, 1].
 
     The Bernoulli log-likelihood applied to non-binary x is not a density; this
     is: it adds log C(lambda), the normaliser, computed stably by
-    ``torch.distributions.ContinuousBernoulli``. Its mean is not sigmoid(logits).
+    ``torch.distributions.ContinuousBernoulli``. Its mean is not sigmoid(logits). With
+    ``dequantize="uniform"`` it bounds the probability mass of 8-bit data (see ``Density``).
     """
 
-    def log_prob(self, x, params, event_dim):
+    def log_density(self, x, params, event_dim):
         return sum_event(_ContinuousBernoulli(logits=params).log_prob(x.expand_as(params)), event_dim)
 
     def mean(self, params, event_dim):

@@ -1,4 +1,7 @@
-"""Gaussian likelihoods: a fixed sigma, a learned one (scalar or per pixel), or one the decoder predicts."""
+"""Gaussian likelihoods: a fixed sigma, a learned one (scalar or per pixel), or one the decoder predicts.
+
+Each is a density on intensities; ``dequantize="uniform"`` makes it a bound on the probability mass
+of 8-bit data (see :class:`~vae_lightning.likelihoods.base.Density`)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from torch import nn
 
 from ..checks import require_bool, require_number
 from ..errors import ConfigError
-from .base import Likelihood, sum_event
+from .base import Density, sum_event
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
@@ -21,7 +24,7 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor |
     return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 / var)
 
 
-class Gaussian(Likelihood):
+class Gaussian(Density):
     """Gaussian with a fixed standard deviation ``sigma``: N(x; mu_theta(z), sigma^2 I).
 
     log p(x|z) = -0.5 * sum_d [ log(2 pi sigma^2) + (x_d - mu_d)^2 / sigma^2 ].
@@ -32,25 +35,25 @@ class Gaussian(Likelihood):
     log-density; this is.)
     """
 
-    def __init__(self, event_shape: Sequence[int] = (), sigma: float = 1.0):
-        super().__init__(event_shape)
+    def __init__(self, event_shape: Sequence[int] = (), sigma: float = 1.0, dequantize: str = "none"):
+        super().__init__(event_shape, dequantize)
         self.sigma = require_number("sigma", sigma, above=0)
 
-    def log_prob(self, x, params, event_dim):
+    def log_density(self, x, params, event_dim):
         return sum_event(gaussian_log_prob(x, params, self.sigma), event_dim)
 
     def mean(self, params, event_dim):
         return params
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
+        return ", ".join(filter(None, [f"sigma={self.sigma}", super().extra_repr()]))
 
 
 def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-class LearnedGaussian(Likelihood):
+class LearnedGaussian(Density):
     """Gaussian whose sigma is a learned parameter: one scalar, or one per data value (``per_pixel``).
 
     sigma = min_sigma + softplus(raw), so it can never reach 0 (where the density
@@ -58,8 +61,8 @@ class LearnedGaussian(Likelihood):
     """
 
     def __init__(self, event_shape: Sequence[int] = (), sigma: float = 1.0, min_sigma: float = 1e-2,
-                 per_pixel: bool = False):
-        super().__init__(event_shape)
+                 per_pixel: bool = False, dequantize: str = "none"):
+        super().__init__(event_shape, dequantize)
         require_number("min_sigma", min_sigma, least=0)
         if not require_number("sigma", sigma) > min_sigma:
             raise ConfigError("sigma", sigma, f"must be > min_sigma={min_sigma} (it is where sigma starts)")
@@ -71,14 +74,14 @@ class LearnedGaussian(Likelihood):
     def sigma(self) -> torch.Tensor:
         return self.min_sigma + F.softplus(self.raw_sigma)
 
-    def log_prob(self, x, params, event_dim):
+    def log_density(self, x, params, event_dim):
         return sum_event(gaussian_log_prob(x, params, self.sigma), event_dim)
 
     def mean(self, params, event_dim):
         return params
 
 
-class PredictedGaussian(Likelihood):
+class PredictedGaussian(Density):
     """Gaussian whose mean and sigma the decoder predicts for each data value.
 
     sigma = min_sigma + softplus(output), bounded below so it cannot collapse.
@@ -86,11 +89,11 @@ class PredictedGaussian(Likelihood):
 
     num_params = 2
 
-    def __init__(self, event_shape: Sequence[int] = (), min_sigma: float = 1e-2):
-        super().__init__(event_shape)
+    def __init__(self, event_shape: Sequence[int] = (), min_sigma: float = 1e-2, dequantize: str = "none"):
+        super().__init__(event_shape, dequantize)
         self.min_sigma = require_number("min_sigma", min_sigma, above=0)
 
-    def log_prob(self, x, params, event_dim):
+    def log_density(self, x, params, event_dim):
         mean, raw = self.split(params, event_dim)
         return sum_event(gaussian_log_prob(x, mean, self.min_sigma + F.softplus(raw)), event_dim)
 
