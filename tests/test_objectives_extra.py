@@ -294,6 +294,28 @@ def test_conv_encoder_decoder_shapes(shape):
     assert terms.elbo.shape == (4,) and torch.isfinite(terms.elbo).all()
 
 
-def test_conv_on_a_size_it_cannot_halve_is_a_clear_error():
-    with pytest.raises(VAEUserError, match=r"model.encoder.channels=\[16, 32\].*divisible by 4.*30x30"):
-        make_vae("model=conv", "model.encoder.channels=[16, 32]", input_shape=(1, 30, 30))
+def test_conv_on_a_size_too_small_for_its_layers_is_a_clear_error():
+    make_vae("model=conv", "model.encoder.channels=[16, 32]", input_shape=(1, 30, 30))  # 30 -> 15 -> 7: fine
+    with pytest.raises(VAEUserError, match=r"model.encoder.channels=\[8, 8, 8\] .*below 1x1"):
+        make_vae("model=conv", "model.encoder.channels=[8, 8, 8]", input_shape=(1, 7, 9))
+
+
+def test_importance_sampled_log_px_keeps_the_decoder_output_of_a_chunk_bounded():
+    """Chunks are sized by the decoder's output values, not its rows: a mixture of logistics on
+    3x32x32 puts 100 x 32 x 32 values in a row, 130 MNIST rows' worth."""
+    from vae_lightning.likelihoods import DiscretizedMixtureOfLogistics
+
+    likelihood = DiscretizedMixtureOfLogistics((3, 32, 32), num_mixtures=10)
+    shape = likelihood.param_shape((3, 32, 32))
+    calls = []
+
+    def decode(z):  # [k, B, D] -> [k, B, 100, 32, 32]
+        calls.append(z.shape[:-1].numel())
+        return torch.zeros(*z.shape[:-1], *shape)
+
+    x = torch.rand(8, 3, 32, 32)
+    q = DiagonalGaussian(torch.zeros(8, 2), torch.zeros(8, 2))
+    budget = 2**20
+    importance_sampled_log_px(x, q, decode, StandardNormal(2), likelihood, num_samples=10, max_elements=budget)
+    assert sum(calls) == 10 * 8 and max(calls) * math.prod(shape) <= budget
+    assert max(calls) == 8  # one sample (8 rows of 102,400 values) at a time within 2^20
