@@ -192,16 +192,23 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 
 
 def _warn_binary_likelihood_on_intensities(cfg: Mapping[str, Any]) -> None:
+    """A likelihood for one kind of data on another: numbers that mean little, said at the start."""
     from hydra.utils import get_class
 
     likelihood = cfg["model"].get("likelihood") or {}
-    if cfg["data"].get("binarize") != "none" or "_target_" not in likelihood:
+    binarize = cfg["data"].get("binarize")
+    if "_target_" not in likelihood or binarize is None:
         return
     try:
         kind = getattr(get_class(likelihood["_target_"]), "data_kind", None)
     except Exception:  # a bad target: the model's builder says so
         return
-    if kind == "binary":
+    name = likelihood["_target_"].rsplit(".", 1)[-1]
+    if kind == "binary" and binarize == "none":
         log.warning("A likelihood over binary data (model.likelihood: %s) on data.binarize=none: its numbers on "
                     "intensities are not log-likelihoods. Use data.binarize=dynamic or "
-                    "model/likelihood=continuous_bernoulli.", likelihood["_target_"].rsplit(".", 1)[-1])
+                    "model/likelihood=continuous_bernoulli.", name)
+    elif kind == "discrete" and binarize != "none":
+        log.warning("An 8-bit likelihood (model.likelihood: %s) on binarised data (data.binarize=%s): it only ever "
+                    "sees the values 0 and 255, so its bits per dimension mean little. Use data.binarize=none, or "
+                    "model/likelihood=bernoulli for binary data.", name, binarize)
