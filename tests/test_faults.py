@@ -267,3 +267,32 @@ def test_an_8bit_likelihood_on_binarised_data_warns(caplog):
         check_config(compose_run("model/likelihood=discretized_logistic", "data.binarize=none", "paths.data_dir=/x",
                                  "paths.output_dir=/x"))
         assert not caplog.records
+
+
+def test_a_guard_checking_every_n_steps_still_never_saves_a_faulty_checkpoint(fake_mnist, tmp_path):
+    """Checked every 10 steps (as on a GPU), a NaN at step 7 reaches the weights before any check; the
+    checkpoint at the end of epoch 1 (step 10) is refused, and the one of epoch 0 stays the last good one."""
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)  # 5 steps per epoch
+    model = NaNAtStep.from_config(compose_config(*SMALL), (1, 28, 28))
+    model.bad_step = 7
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path, callbacks=[ckpt, NonFiniteGuard(every_n_steps=10)],
+                        plugins=[AtomicCheckpointIO()])
+    with pytest.raises(NonFiniteError, match=r"the weights are not finite at step 10 \(epoch 1, checked every 10 "
+                                             r"steps\), as a checkpoint was to be saved"):
+        trainer.fit(model, dm)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 5 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_the_guard_checks_every_step_on_a_cpu_by_default():
+    from types import SimpleNamespace
+
+    guard = NonFiniteGuard()
+    guard.on_fit_start(SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu"))), None)
+    assert guard._every == 1
+    guard.on_fit_start(SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0))), None)
+    assert guard._every == 100
+    with pytest.raises(VAEUserError, match=r"every_n_steps='often' must be an integer"):
+        NonFiniteGuard("often")
