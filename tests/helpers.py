@@ -1,5 +1,6 @@
 """Callbacks the tests plug into real train.py runs (via `+callbacks.NAME._target_=helpers.X`)."""
 
+import json
 import time
 from pathlib import Path
 
@@ -71,3 +72,23 @@ class StopAfterSteps(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.global_step >= self.steps:
             trainer.should_stop = True
+
+
+class RecordDevices(L.Callback):
+    """Writes where the first training batch, the training split and the optimiser live to ``path``."""
+
+    def __init__(self, path: str):
+        self.path, self.done = Path(path), False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.done:
+            return
+        self.done = True
+        dm = trainer.datamodule
+        images = getattr(dm.train_set, "images", None)
+        optimizer = trainer.optimizers[0]
+        self.path.write_text(json.dumps({
+            "batch": str(batch[0].device), "train_images": str(images.device) if images is not None else None,
+            "streaming": bool(getattr(dm, "streaming", False)),
+            "optimizer_fused": bool(optimizer.defaults.get("fused")),
+        }))
