@@ -100,7 +100,8 @@ def child(preset: str, in_memory: str, epochs: int, data: str, extra: list[str])
             f"+experiment={preset}", "logger=none", f"paths.data_dir={data}", "paths.output_dir=/tmp/vae-image-bench-run",
             f"data.in_memory={in_memory}", f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0",
             "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "callbacks.image_logger=null",
-            "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false", *extra])
+            "callbacks.model_checkpoint=null", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false",
+            *extra])
     times: list[float] = []
 
     class EpochTimer(L.Callback):
