@@ -41,8 +41,9 @@ def importance_sampled_log_px(
     total = None  # the running log-sum-exp, [B]
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
-        z = torch.cat([q.rsample(1, generator=generator) for _ in range(k)])  # [k, B, D]
-        log_w = full_precision(log_importance_weights(x, z, q, decode, prior, likelihood))  # [k, B]
+        draws = [q.rsample_and_log_prob(1, generator=generator) for _ in range(k)]
+        z, log_q = torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])  # [k, B, D], [k, B]
+        log_w = full_precision(log_importance_weights(x, z, q, decode, prior, likelihood, log_q))  # [k, B]
         chunk_total = torch.logsumexp(log_w, dim=0)
         total = chunk_total if total is None else torch.logaddexp(total, chunk_total)
     return total - math.log(num_samples)

@@ -40,16 +40,18 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
 
 
 def log_importance_weights(x: torch.Tensor, z: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor],
-                           prior, likelihood: Likelihood) -> torch.Tensor:
+                           prior, likelihood: Likelihood, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for samples z_k of q.
 
-    x: [B, *event], z: [K, B, D]  ->  [K, B]
+    x: [B, *event], z: [K, B, D]  ->  [K, B]; ``log_q`` [K, B]: log q(z_k|x) where the sampler gave it
+    (:meth:`Posterior.rsample_and_log_prob`), else ``q.log_prob(z)``.
 
     Its mean over k is an unbiased ELBO estimate (the KL estimated too); its
     log-mean-exp is the importance-weighted bound. When q is the exact posterior,
     log w is the same for every z: it is log p(x).
     """
-    return likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1) + prior.log_prob(z) - q.log_prob(z)
+    log_q = q.log_prob(z) if log_q is None else log_q
+    return likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1) + prior.log_prob(z) - log_q
 
 
 def free_bits_kl(kl_per_group: torch.Tensor, floor: float, group_size: int = 1) -> torch.Tensor:
@@ -147,12 +149,12 @@ class Objective:
         Returns log p(x|z_k) [K, B], log p(z_k) - log q(z_k|x) [K, B] (None unless needed: a
         Monte-Carlo KL or ``need_log_ratio``), kl [B] and kl_per_dim [B, D] or None.
         """
-        z = q.rsample(self.num_samples)  # [K, B, D]
+        z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
         log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
         analytic = None if self.kl_estimator == "monte_carlo" else analytic_kl(q, prior)
         if analytic is None and self.kl_estimator == "analytic":
             self.check(q, prior)  # raises: the pair has no closed form
-        log_ratio = prior.log_prob(z) - q.log_prob(z) if analytic is None or need_log_ratio else None
+        log_ratio = prior.log_prob(z) - log_q if analytic is None or need_log_ratio else None
         if analytic is not None:
             kl, kl_per_dim = analytic
         else:

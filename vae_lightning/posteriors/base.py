@@ -12,7 +12,10 @@ from ..kl import analytic_kl
 class Posterior:
     """q(z|x) for a batch of B examples, over D latent dimensions.
 
-    Subclasses set ``mean`` [B, D] and implement ``rsample`` and ``log_prob``.
+    Subclasses set ``mean`` [B, D] and implement ``rsample`` and ``log_prob``. Where the density of
+    any z is not available in closed form (a normalising flow knows it only for the samples it
+    draws), override :meth:`rsample_and_log_prob` instead, which is what the objectives and the
+    test NLL call.
     """
 
     mean: torch.Tensor
@@ -24,6 +27,12 @@ class Posterior:
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x), summed over the latent dimensions: [..., B, D] -> [..., B]."""
         raise NotImplementedError
+
+    def rsample_and_log_prob(self, num_samples: int,
+                             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """K samples and their log-density: z [K, B, D], log q(z|x) [K, B]."""
+        z = self.rsample(num_samples, generator=generator)
+        return z, self.log_prob(z)
 
     def kl(self, prior) -> torch.Tensor | None:
         """Analytic KL(q || prior) [B] when the pair has a closed form (see :mod:`vae_lightning.kl`), else None."""
