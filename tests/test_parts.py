@@ -2,6 +2,7 @@
 bias, the full-covariance posterior is exact where the diagonal one cannot be, and new parts get
 pictures, the test NLL, checkpoints and sweeps with no edit elsewhere."""
 
+import inspect
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import torch
 from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal,
                                  kl_divergence)
 
-from conftest import PYTHON, ROOT, compose_run
+from conftest import PYTHON, ROOT, compose_run, make_vae
 from custom_parts import LearnedDiagonalPrior
 from linear_gaussian import LinearGaussian
 from vae_lightning import load_model
@@ -253,3 +254,24 @@ def test_free_bits_on_a_monte_carlo_kl_take_the_whole_latent_space_as_one_group(
         torch.testing.assert_close(terms.loss, terms.recon + kl_term)
     with pytest.raises(Exception, match="needs a KL per latent dimension"):
         ELBO(free_bits=0.5, free_bits_group_size=1).check(q, prior)
+
+
+class _PriorThatAsks(torch.nn.Module):
+    """A prior that names the encoder and the posterior among its arguments."""
+
+    def __init__(self, latent_dim, encoder, posterior, scale=1.0):
+        super().__init__()
+        self.latent_dim, self.scale = latent_dim, scale
+        self.seen = (encoder, posterior)
+
+
+def test_a_part_gets_the_parts_built_before_it_that_it_names():
+    from vae_lightning.build import _asked_for
+
+    available = {"input_shape": [1, 28, 28], "latent_dim": 4, "encoder": "E", "posterior": "Q", "decoder": "D"}
+    node = {"_target_": f"{__name__}._PriorThatAsks", "scale": 2.0}
+    assert _asked_for(node, available, {"latent_dim": 4}) == {"encoder": "E", "posterior": "Q"}
+    node["encoder"] = "set in the config"  # a config value is never overridden
+    assert _asked_for(node, available, {}) == {"latent_dim": 4, "posterior": "Q"}
+    vae = make_vae("model.latent_dim=4", "model.encoder.hidden_dims=[8]")
+    assert "encoder" not in inspect.signature(type(vae.prior).__init__).parameters  # the others get nothing new

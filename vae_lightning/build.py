@@ -9,6 +9,11 @@ The parts are built in this order, each told what it must know about the others:
     prior       (latent_dim)
     objective, optimizer and lr_scheduler (partials)
 
+A part may also ask for what was built before it by naming it as an argument of its class:
+``input_shape``, ``latent_dim``, ``likelihood``, ``posterior``, ``encoder``, ``decoder`` (a
+VampPrior takes the encoder and the posterior to build its mixture; a hierarchical decoder the
+posterior, to know which latent dimensions it reads). The builder passes exactly those names.
+
 A checkpoint keeps the resolved config of the run (``model``, ``objective``, ``eval`` and
 ``data``) as plain values, so :func:`load_model` rebuilds any model, one with parts of
 your own included (their modules must be importable), with ``weights_only=True``.
@@ -83,6 +88,19 @@ def instantiate_part(key: str, node: Any, **context: Any) -> Any:
 PARTS = ("encoder", "decoder", "posterior", "prior", "likelihood", "optimizer", "lr_scheduler")
 
 
+def _asked_for(node: Any, available: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """What of ``available`` (the parts built so far) the class of ``node`` names as arguments."""
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        return {}
+    try:
+        target = hydra.utils.get_class(node["_target_"])
+        parameters = inspect.signature(target.__init__).parameters
+    except Exception:  # not a class, or not importable: instantiate_part says so
+        return {}
+    return {name: value for name, value in available.items()
+            if name in parameters and name not in given and name not in node}
+
+
 def build_model(config: Mapping[str, Any], input_shape: Sequence[int], default_class: type | None = None):
     """The VAE of a run config: its ``model`` group (``_target_``, ``latent_dim``, the parts, and any other
     argument of the ``_target_`` class), ``objective``, and ``eval`` (``nll_samples``, ``nll_chunk_size``).
@@ -97,13 +115,18 @@ def build_model(config: Mapping[str, Any], input_shape: Sequence[int], default_c
     input_shape = [int(s) for s in input_shape]
     latent_dim = require_int("model.latent_dim", model_cfg.get("latent_dim"), 1)
 
-    likelihood = instantiate_part("model.likelihood", model_cfg.get("likelihood"), event_shape=input_shape)
-    posterior = instantiate_part("model.posterior", model_cfg.get("posterior"), latent_dim=latent_dim)
-    encoder = instantiate_part("model.encoder", model_cfg.get("encoder"), input_shape=input_shape,
-                               out_features=posterior.num_params)
-    decoder = instantiate_part("model.decoder", model_cfg.get("decoder"), latent_dim=latent_dim,
-                               output_shape=list(likelihood.param_shape(input_shape)))
-    prior = instantiate_part("model.prior", model_cfg.get("prior"), latent_dim=latent_dim)
+    built: dict[str, Any] = {"input_shape": input_shape, "latent_dim": latent_dim}
+
+    def build(part: str, **given: Any) -> Any:
+        node = model_cfg.get(part)
+        built[part] = instantiate_part(f"model.{part}", node, **given, **_asked_for(node, built, given))
+        return built[part]
+
+    likelihood = build("likelihood", event_shape=input_shape)
+    posterior = build("posterior", latent_dim=latent_dim)
+    encoder = build("encoder", input_shape=input_shape, out_features=posterior.num_params)
+    decoder = build("decoder", latent_dim=latent_dim, output_shape=list(likelihood.param_shape(input_shape)))
+    prior = build("prior", latent_dim=latent_dim)
     objective = instantiate_part("objective", objective_cfg)
     optimizer = instantiate_part("model.optimizer", model_cfg.get("optimizer"))
     scheduler_cfg = model_cfg.get("lr_scheduler")
