@@ -319,3 +319,19 @@ def test_importance_sampled_log_px_keeps_the_decoder_output_of_a_chunk_bounded()
     importance_sampled_log_px(x, q, decode, StandardNormal(2), likelihood, num_samples=10, max_elements=budget)
     assert sum(calls) == 10 * 8 and max(calls) * math.prod(shape) <= budget
     assert max(calls) == 8  # one sample (8 rows of 102,400 values) at a time within 2^20
+
+
+def test_on_a_cpu_the_nll_takes_cache_sized_chunks_by_default():
+    """2^20 decoder outputs per chunk on a CPU (twice as fast there as 2^26; see benchmarks/nll_speed.py)."""
+    from vae_lightning.likelihoods import Bernoulli
+
+    calls = []
+
+    def decode(z):  # [k, B, D] -> [k, B, 1, 28, 28]
+        calls.append(z.shape[0])
+        return torch.zeros(*z.shape[:-1], 1, 28, 28)
+
+    x = torch.rand(10, 1, 28, 28).round()
+    q = DiagonalGaussian(torch.zeros(10, 2), torch.zeros(10, 2))
+    importance_sampled_log_px(x, q, decode, StandardNormal(2), Bernoulli((1, 28, 28)), num_samples=300)
+    assert calls == [133, 133, 34]  # 2^20 // (10 images x 784 values) samples at a time
