@@ -247,6 +247,8 @@ def test_float_arrays_become_8bit_and_bad_layouts_are_explained(tmp_path):
         ArraysDataModule(path=tmp_path / "two.npz").input_shape
     with pytest.raises(DataError, match=r"does not exist"):
         ArraysDataModule(path=tmp_path / "nope.npy").input_shape
+    with pytest.raises(ConfigError, match=r"data.test_size=None must be set: f.npy has no test split of its own"):
+        ArraysDataModule(path=tmp_path / "f.npy", test_size=None).setup()
     np.savez(tmp_path / "ok.npz", images=np.zeros((9, 4, 4), np.uint8))
     with pytest.raises(ConfigError, match=r"data.in_memory=False streams from a .npy file only"):
         ArraysDataModule(path=tmp_path / "ok.npz", in_memory=False).setup()

@@ -321,6 +321,11 @@ class ImageDataModule(L.LightningDataModule):
         splits = self.load()
         generator = torch.Generator().manual_seed(self.split_seed)
         train, val, test = splits["train"], splits.get("val"), splits.get("test")
+        for split, key, size in (("validation", "data.val_size", self.val_size), ("test", "data.test_size",
+                                                                                  self.test_size)):
+            if (val if split == "validation" else test) is None and size is None:
+                raise ConfigError(key, None, f"must be set: {self.name or 'the data'} has no {split} split of its "
+                                             f"own (an image count, or a fraction in (0, 1), held out of training)")
         held_out = [("data.val_size", self.val_size)] if val is None else []
         held_out += [("data.test_size", self.test_size)] if test is None else []
         if held_out:
