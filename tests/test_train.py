@@ -208,7 +208,8 @@ def test_an_experiment_file_with_a_key_that_moved_names_the_new_one(fake_mnist, 
     ("objective.beta=-1", "error: objective.beta=-1 must be >= 0."),
     ("trainer.strategy=ddp", "error: trainer.strategy='ddp' needs several devices"),
     ("data=cifar", "Could not find 'data/cifar'"),  # Hydra's own message lists the options
-    ("model/prior=vamp", "Could not find 'model/prior/vamp'"),
+    ("model/prior=vampire", "Could not find 'model/prior/vampire'"),
+    ("data=image_folder", "error: data.path must be set (the config leaves it to you): add data.path=/data/my_images"),
     ("model.likelihood=gaussian", "error: model.likelihood has moved: write model/likelihood=gaussian"),
 ])
 def test_bad_overrides_exit_non_zero_without_a_traceback(override, message, train_env, tmp_path):

@@ -187,6 +187,11 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise VAEUserError(f"The config has no usable `{group}` group: choose one, e.g. {group}=... "
                                f"(see `python train.py --help`).")
     check_moved_keys(cfg)
+    missing = sorted(OmegaConf.missing_keys(cfg)) if isinstance(cfg, DictConfig) else []
+    if missing:
+        example = "data.path=/data/my_images" if "data.path" in missing else f"{missing[0]}=..."
+        raise VAEUserError(f"{', '.join(missing)} must be set (the config leaves {'it' if len(missing) == 1 else 'them'} "
+                           f"to you): add {example} to the command line.")
     check_trainer(cfg["trainer"])
     _warn_binary_likelihood_on_intensities(cfg)
 
