@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError, VAEUserError
 
@@ -187,7 +188,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise VAEUserError(f"The config has no usable `{group}` group: choose one, e.g. {group}=... "
                                f"(see `python train.py --help`).")
     check_moved_keys(cfg)
-    missing = sorted(OmegaConf.missing_keys(cfg)) if isinstance(cfg, DictConfig) else []
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg)) if isinstance(cfg, DictConfig) else []
+    except OmegaConfBaseException:  # a broken interpolation: resolving the config names it
+        missing = []
     if missing:
         example = "data.path=/data/my_images" if "data.path" in missing else f"{missing[0]}=..."
         raise VAEUserError(f"{', '.join(missing)} must be set (the config leaves {'it' if len(missing) == 1 else 'them'} "
