@@ -151,15 +151,19 @@ class Objective:
         """
         z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
         log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
+        monte_carlo = self.kl_estimator == "monte_carlo" or not has_analytic_kl(q, prior)
+        log_ratio = prior.log_prob(z) - log_q if monte_carlo or need_log_ratio else None
+        kl, kl_per_dim = self.kl_terms(q, prior, log_ratio)
+        return log_px_z, log_ratio, kl, kl_per_dim
+
+    def kl_terms(self, q, prior, log_ratio: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logged KL as every objective gives it: analytic where the pair has a closed form (unless
+        ``kl_estimator=monte_carlo``), else -mean log p(z)/q(z) over the samples ([K, B] -> [B]); and
+        the KL per latent dimension [B, D] where the analytic one factorises, else None."""
         analytic = None if self.kl_estimator == "monte_carlo" else analytic_kl(q, prior)
         if analytic is None and self.kl_estimator == "analytic":
             self.check(q, prior)  # raises: the pair has no closed form
-        log_ratio = prior.log_prob(z) - log_q if analytic is None or need_log_ratio else None
-        if analytic is not None:
-            kl, kl_per_dim = analytic
-        else:
-            kl, kl_per_dim = -log_ratio.mean(0), None
-        return log_px_z, log_ratio, kl, kl_per_dim
+        return analytic if analytic is not None else (-log_ratio.mean(dim=0), None)
 
     def __call__(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor], prior,
                  likelihood: Likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
