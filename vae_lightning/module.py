@@ -245,6 +245,10 @@ class VAE(L.LightningModule):
         activity = self.val_activity.compute()  # reduced across processes
         self.val_activity.reset()
         self.log("val/active_units", activity["active_units"].float())
+        # A hierarchical posterior (z = [z1, z2, ...]) names its layers' sizes: active units per layer too.
+        layer_dims = list(getattr(self.posterior, "layer_dims", None) or ())
+        for i, variance in enumerate(activity["variance"].split(layer_dims) if layer_dims else ()):
+            self.log(f"val/active_units/z{i + 1}", (variance > self.val_activity.threshold).sum().float())
         for d, kl in enumerate(activity.get("kl_per_dim", ())):
             self.log(f"val/kl_dim/{d:02d}", kl.float())
 
