@@ -5,8 +5,8 @@ Bernoulli) costs, per sample and test image, the decoder's three matrix products
 2 * (50*200 + 200*200 + 200*784) = 413,600 floating-point operations; S = 5000 samples on the
 10,000 test images are 20.7 TFLOP. This script measures
 
-  - the rate of those three products (torch.matmul, float32) at the row count a chunk of the NLL
-    uses, on this machine, and
+  - the rate of those three products (torch.matmul, float32) at the row count a piece of the NLL's
+    work uses (its samples times its block of examples), on this machine, and
   - the NLL itself (``VAE.log_px``, the framework's code path) on --images test-sized images with
     --samples samples, at the default chunking and at another --max-elements,
 
@@ -61,13 +61,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    from vae_lightning.evaluation import importance_sampled_log_px
+    from vae_lightning.evaluation import CPU_ELEMENTS, MIN_ROWS, importance_sampled_log_px
 
     torch.manual_seed(0)
     model = burda_model()
     x = (torch.rand(args.images, 1, 28, 28) < 0.3).float()
-    budget = args.max_elements or 2**20
-    rows = max(1, budget // (args.images * 784)) * args.images
+    budget = args.max_elements or CPU_ELEMENTS
+    block = min(args.images, max(MIN_ROWS, budget // 784))  # the rows the NLL decodes together
+    rows = max(1, budget // (block * 784)) * block  # times the samples of a chunk
     seconds = float("inf")
     with torch.no_grad():
         q = model.encode(x)

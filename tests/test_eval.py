@@ -54,10 +54,10 @@ def test_nll_samples_is_the_number_of_importance_samples(run_dir, tmp_path, monk
 
     def counting(x, z, *args):
         drawn.append(tuple(z.shape[:2]))
-        return log_importance_weights(x, z, *args)
+        return log_weights(x, z, *args)
 
-    log_importance_weights = evaluation.log_importance_weights
-    monkeypatch.setattr(evaluation, "log_importance_weights", counting)
+    log_weights = evaluation.log_weights
+    monkeypatch.setattr(evaluation, "log_weights", counting)
     nll = {}
     for s in (1, 7, 300):
         drawn.clear()

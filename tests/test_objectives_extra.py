@@ -322,7 +322,7 @@ def test_importance_sampled_log_px_keeps_the_decoder_output_of_a_chunk_bounded()
 
 
 def test_on_a_cpu_the_nll_takes_cache_sized_chunks_by_default():
-    """2^20 decoder outputs per chunk on a CPU (twice as fast there as 2^26; see benchmarks/nll_speed.py)."""
+    """2^18 decoder outputs per piece of work on a CPU (twice as fast there as 2^26; see benchmarks/nll_speed.py)."""
     from vae_lightning.likelihoods import Bernoulli
 
     calls = []
@@ -334,4 +334,23 @@ def test_on_a_cpu_the_nll_takes_cache_sized_chunks_by_default():
     x = torch.rand(10, 1, 28, 28).round()
     q = DiagonalGaussian(torch.zeros(10, 2), torch.zeros(10, 2))
     importance_sampled_log_px(x, q, decode, StandardNormal(2), Bernoulli((1, 28, 28)), num_samples=300)
-    assert calls == [133, 133, 34]  # 2^20 // (10 images x 784 values) samples at a time
+    assert calls == [33] * 9 + [3]  # 2^18 // (10 images x 784 values) samples at a time
+
+    # A large batch is decoded in blocks of 2^18 // 784 = 334 examples, one sample at a time.
+    blocks = []
+    x = torch.rand(1000, 1, 28, 28).round()
+    q = DiagonalGaussian(torch.zeros(1000, 2), torch.zeros(1000, 2))
+    importance_sampled_log_px(x, q, lambda z: blocks.append(tuple(z.shape[:2])) or torch.zeros(*z.shape[:-1], 1, 28, 28),
+                              StandardNormal(2), Bernoulli((1, 28, 28)), num_samples=2)
+    assert blocks == [(1, 334), (1, 334), (1, 332)] * 2
+
+
+def test_decoding_in_blocks_of_examples_leaves_the_estimate_as_it_is(float64):
+    model = LinearGaussian.make(orthogonal=False)
+    x = model.sample_x(300)
+    args = (x, _q(model, x), model.decode, StandardNormal(3), Gaussian(sigma=model.s))
+    whole = importance_sampled_log_px(*args, num_samples=40, max_elements=10**9,
+                                      generator=torch.Generator().manual_seed(5))
+    blocked = importance_sampled_log_px(*args, num_samples=40, max_elements=64 * 5,  # 64-example blocks
+                                        generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(blocked, whole, atol=1e-12, rtol=0)

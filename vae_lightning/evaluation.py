@@ -9,7 +9,15 @@ import torch
 from torchmetrics import Metric
 
 from .likelihoods import Likelihood
-from .objectives.base import full_precision, log_importance_weights
+from .objectives.base import full_precision
+
+
+#: Decoder outputs per piece of work on a CPU: 1 MiB of float32, so a piece's activations stay in
+#: cache (the NLL then runs at about half the machine's matrix-product rate, twice as fast as with
+#: 2^26; see benchmarks/nll_speed.py). An accelerator takes large pieces: they keep it busy.
+CPU_ELEMENTS, ACCELERATOR_ELEMENTS = 2**18, 2**26
+#: A row block is never smaller than this, so a decoder with large outputs still gets real batches.
+MIN_ROWS = 64
 
 
 @torch.no_grad()
@@ -27,30 +35,38 @@ def importance_sampled_log_px(
     """log p(x) ~= log (1/S) sum_s p(x, z_s) / q(z_s|x), z_s ~ q(z|x): [B, *event] -> [B].
 
     ``q`` is the posterior of x (``model.encode(x)``); any posterior family works. The S
-    samples are taken ``chunk_size`` at a time (by default as many as keep the decoder's output
-    for a chunk within ``max_elements`` values, whether a row is 784 Bernoulli logits or
-    100 x 32 x 32 mixture parameters: 2^20 on a CPU, where a chunk whose activations stay in cache
-    runs at twice the speed of a large one, 2^26 on an accelerator, where large chunks keep it
-    busy), and the log-sum-exp is carried from chunk to chunk, so memory
-    is bounded whatever S is. Each sample is drawn on its own, so the estimate does not depend
-    on the chunking.
+    samples are taken ``chunk_size`` at a time and decoded in blocks of the batch's rows, both
+    sized (by default) so a piece of work's decoder output holds about ``max_elements`` values
+    (:data:`CPU_ELEMENTS` on a CPU, :data:`ACCELERATOR_ELEMENTS` elsewhere), whether a row is 784
+    Bernoulli logits or 100 x 32 x 32 mixture parameters; the log-sum-exp is carried from chunk
+    to chunk, so memory is bounded whatever S is. Each sample is drawn on its own, for the whole
+    batch, and the blocks only split the decoding, so the estimate does not depend on either.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     batch = x.shape[0]
     row = math.prod(likelihood.param_shape(tuple(x.shape[1:])))  # decoder outputs per sample and example
     if max_elements is None:
-        max_elements = 2**20 if x.device.type == "cpu" else 2**26
-    chunk = chunk_size or max(1, max_elements // (batch * row))
+        max_elements = CPU_ELEMENTS if x.device.type == "cpu" else ACCELERATOR_ELEMENTS
+    rows = min(batch, max(MIN_ROWS, max_elements // row))  # examples decoded together
+    chunk = chunk_size or max(1, max_elements // (rows * row))
     total = None  # the running log-sum-exp, [B]
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
         draws = [q.rsample_and_log_prob(1, generator=generator) for _ in range(k)]
         z, log_q = torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])  # [k, B, D], [k, B]
-        log_w = full_precision(log_importance_weights(x, z, q, decode, prior, likelihood, log_q))  # [k, B]
-        chunk_total = torch.logsumexp(log_w, dim=0)
+        chunk_total = torch.logsumexp(log_weights(x, z, log_q, decode, prior, likelihood, rows), dim=0)  # [B]
         total = chunk_total if total is None else torch.logaddexp(total, chunk_total)
     return total - math.log(num_samples)
+
+
+def log_weights(x: torch.Tensor, z: torch.Tensor, log_q: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor],
+                prior, likelihood: Likelihood, rows: int) -> torch.Tensor:
+    """log w = log p(x|z) + log p(z) - log q(z|x) [k, B] for samples z [k, B, D] with their log q [k, B],
+    decoding ``rows`` examples at a time."""
+    log_px_z = torch.cat([likelihood.log_prob(x[i : i + rows], full_precision(decode(z[:, i : i + rows])), x.dim() - 1)
+                          for i in range(0, x.shape[0], rows)], dim=1)  # [k, B]
+    return full_precision(log_px_z + prior.log_prob(z) - log_q)
 
 
 class ExampleMean(Metric):
