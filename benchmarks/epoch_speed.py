@@ -108,15 +108,22 @@ def _loop(batches, model, optimizer) -> None:
 
 
 def run_framework(epochs: int, *extra: str) -> list[float]:
+    limit = [f"trainer.limit_train_batches={-(-LIMIT // BATCH)}"] if LIMIT else []
+    cfg = _compose(f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "callbacks.rich_progress_bar=null",
+                   "callbacks.model_summary=null", "+trainer.enable_progress_bar=false", *limit, *extra)
+    times, model, _, _ = fit_timed(cfg)
+    return times, val_elbo(model)
+
+
+def fit_timed(cfg):
+    """Fit the model and data of a composed run config, timing each training epoch (synchronised on a
+    GPU): (seconds per epoch, model, datamodule, trainer)."""
     import lightning as L
     from omegaconf import OmegaConf
 
     from vae_lightning import VAE
     from vae_lightning.run import _compiled, build_trainer, instantiate
 
-    limit = [f"trainer.limit_train_batches={-(-LIMIT // BATCH)}"] if LIMIT else []
-    cfg = _compose(f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "callbacks.rich_progress_bar=null",
-                   "callbacks.model_summary=null", "+trainer.enable_progress_bar=false", *limit, *extra)
     times: list[float] = []
 
     class EpochTimer(L.Callback):
@@ -136,7 +143,7 @@ def run_framework(epochs: int, *extra: str) -> list[float]:
     if cfg.compile:
         model = _compiled(model, trainer)
     trainer.fit(model, datamodule=dm)
-    return times, val_elbo(model)
+    return times, model, dm, trainer
 
 
 def run_dataloader(epochs: int) -> list[float]:

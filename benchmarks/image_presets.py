@@ -88,12 +88,7 @@ def time_celeba_preparation(root: Path, count: int) -> float:
 
 
 def child(preset: str, in_memory: str, epochs: int, data: str, extra: list[str]) -> None:
-    import lightning as L
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from vae_lightning import VAE
-    from vae_lightning.run import build_trainer, instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
@@ -102,21 +97,10 @@ def child(preset: str, in_memory: str, epochs: int, data: str, extra: list[str])
             "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "callbacks.image_logger=null",
             "callbacks.model_checkpoint=null", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false",
             *extra])
-    times: list[float] = []
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from epoch_speed import fit_timed
 
-    class EpochTimer(L.Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            times.append(time.perf_counter() - self.start)
-
-    L.seed_everything(0, verbose=False)
-    dm = instantiate(cfg.data)
-    model = VAE.from_config(OmegaConf.to_container(cfg, resolve=True), dm.input_shape)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [EpochTimer()]
-    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=False)
-    trainer.fit(model, datamodule=dm)
+    times, _, dm, trainer = fit_timed(cfg)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     batches = trainer.num_training_batches
     print(json.dumps({"times": times, "peak_mib": peak_mib, "streaming": dm.streaming, "batches": batches,
