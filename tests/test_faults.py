@@ -296,3 +296,18 @@ def test_the_guard_checks_every_step_on_a_cpu_by_default():
     assert guard._every == 100
     with pytest.raises(VAEUserError, match=r"every_n_steps='often' must be an integer"):
         NonFiniteGuard("often")
+
+
+def test_matmul_precision_is_applied_and_a_bad_one_is_one_clear_error(fake_mnist, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", seen.append)  # the process's setting is left alone
+    cfg = _compose("logger=none", "callbacks=none", "matmul_precision=high", f"paths.data_dir={fake_mnist}",
+                   f"paths.output_dir={tmp_path}", "trainer.max_epochs=1", "data.val_size=100",
+                   "data.batch_size=100", "trainer.limit_train_batches=1", "test=false")
+    train(cfg)
+    assert seen == ["high"]
+    cfg = _compose("logger=none", "callbacks=none", "matmul_precision=tf32", f"paths.data_dir={fake_mnist}",
+                   f"paths.output_dir={tmp_path / 'bad'}")
+    with pytest.raises(VAEUserError, match=r"^matmul_precision='tf32' but it must be one of highest, high, medium\.$"):
+        train(cfg)
+    assert seen == ["high"]  # refused before anything was built

@@ -181,6 +181,10 @@ def check_trainer(trainer: Mapping[str, Any]) -> None:
 
 # -- the whole config ----------------------------------------------------------------------
 
+#: torch.set_float32_matmul_precision's choices, for the config's matmul_precision.
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """What belongs to no single part, on the composed config, before anything is built."""
     for group in ("data", "model", "trainer"):
@@ -197,6 +201,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         raise VAEUserError(f"{', '.join(missing)} must be set (the config leaves {'it' if len(missing) == 1 else 'them'} "
                            f"to you): add {example} to the command line.")
     check_trainer(cfg["trainer"])
+    precision = cfg.get("matmul_precision", "highest")
+    if precision not in MATMUL_PRECISIONS:
+        raise ConfigError("matmul_precision", precision, f"but it must be one of {', '.join(MATMUL_PRECISIONS)}")
     _warn_binary_likelihood_on_intensities(cfg)
 
 

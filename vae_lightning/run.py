@@ -170,6 +170,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     input_shape = datamodule.input_shape
     if hasattr(datamodule, "check_binarize"):  # before anything is built: binarize is for one channel
         datamodule.check_binarize(input_shape[0])
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     model = VAE.from_config(resolved, input_shape)
     kl_estimator = model.kl_estimator
     log.info(f"KL(q || p) of {type(model.posterior).__name__} against {type(model.prior).__name__}: "
