@@ -421,6 +421,16 @@ def test_the_two_layer_preset_builds_and_trains_a_step_with_every_parameter():
     assert sum(active_units_per_layer(result["variance"], vae.posterior.layer_dims)) == result["active_units"]
 
 
+def test_one_activation_switch_sets_every_network_of_the_two_layer_model():
+    """model.encoder.activation sets the q(z2|z1) and p(z1|z2) networks too, as it sets the decoder's."""
+    default = make_vae("model=two_layer")
+    relu = make_vae("model=two_layer", "model.encoder.activation=relu")
+    for vae, kind in ((default, torch.nn.Tanh), (relu, torch.nn.ReLU)):
+        for name in ("encoder", "decoder", "posterior", "prior"):
+            activations = {type(m) for m in getattr(vae, name).modules() if isinstance(m, (torch.nn.Tanh, torch.nn.ReLU))}
+            assert activations == {kind}, (name, activations)
+
+
 def test_burda_with_model_two_layer_composes_to_100_plus_50_and_trains(fake_mnist, tmp_path):
     from vae_lightning.run import resolve, train
 
