@@ -52,7 +52,7 @@ def run_row(name: str, args, out: Path) -> dict:
     run_dir, eval_dir = out / name, out / f"{name}_eval"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "+experiment=burda", *overrides, "logger=csv",
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "+experiment=burda", *overrides, *args.overrides, "logger=csv",
                     f"trainer.max_epochs={args.epochs}", f"data.batch_size={args.batch_size}", "eval.nll_samples=0",
                     "callbacks.rich_progress_bar=null", "callbacks.image_logger.every_n_epochs=0",
                     f"hydra.run.dir={run_dir}"], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -68,12 +68,14 @@ def run_row(name: str, args, out: Path) -> dict:
 
 
 def table(rows: list[dict], args) -> str:
+    activation = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model.encoder.activation=")), "tanh")
     lines = [
         "# Test log-likelihoods on MNIST beside the published numbers",
         "",
-        f"Each row: `python train.py +experiment=burda <overrides> trainer.max_epochs={args.epochs} "
+        f"Each row: `python train.py +experiment=burda <overrides> {' '.join(args.overrides) + ' ' if args.overrides else ''}"
+        f"trainer.max_epochs={args.epochs} "
         f"data.batch_size={args.batch_size}`, then `python eval.py ckpt_path=<best checkpoint> "
-        f"nll_samples={args.nll_samples} num_samples=50`; the same networks (784-200-200-50 tanh; the "
+        f"nll_samples={args.nll_samples} num_samples=50`; the same networks (784-200-200-50 {activation}; the "
         f"two-layer rows Burda's 784-100-100-z1(100)-50-50-z2(50)) and the same {args.epochs}-epoch budget "
         f"for all rows, "
         f"dynamically binarised MNIST (55k train, 5k validation), test NLL on the 10,000 test images "
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--nll-samples", type=int, default=5000)
     parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for every row, e.g. model.encoder.activation=relu")
     parser.add_argument("--out", type=Path, default=Path("/tmp/vae-likelihood-table"))
     parser.add_argument("--write", type=Path, help="the Markdown table, rewritten after every row")
     parser.add_argument("--from-log", type=Path, help="only write the table from the JSON lines of an earlier run")
