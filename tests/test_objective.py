@@ -195,3 +195,20 @@ def test_gradients_flow_through_the_reparameterisation():
     x = torch.ones(2, 3)
     elbo_terms(x, mu, logvar, lambda z: z, Gaussian(), 4).loss.sum().backward()
     assert mu.grad.abs().sum() > 0 and logvar.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("objective, num_samples, evaluated", [("elbo", 1, False), ("elbo", 3, True), ("iwae", 3, True)])
+def test_log_q_is_evaluated_only_where_the_objective_needs_it(monkeypatch, objective, num_samples, evaluated):
+    """The ELBO of one sample with an analytic KL (the default model) never evaluates log q(z|x) in the step;
+    with K > 1 it reports L_K, which needs it, and IWAE trains on it."""
+    from conftest import make_vae
+    from vae_lightning.posteriors import DiagonalGaussian
+
+    calls = []
+    log_prob = DiagonalGaussian.log_prob
+    monkeypatch.setattr(DiagonalGaussian, "log_prob", lambda self, z: calls.append(z.shape) or log_prob(self, z))
+    vae = make_vae(f"objective={objective}", f"objective.num_samples={num_samples}", "model.latent_dim=4",
+                   "model.encoder.hidden_dims=[16]")
+    terms = vae((torch.rand(5, 1, 28, 28) > 0.5).float())
+    assert torch.isfinite(terms.loss).all()
+    assert bool(calls) is evaluated

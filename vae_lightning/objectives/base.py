@@ -149,10 +149,13 @@ class Objective:
         Returns log p(x|z_k) [K, B], log p(z_k) - log q(z_k|x) [K, B] (None unless needed: a
         Monte-Carlo KL or ``need_log_ratio``), kl [B] and kl_per_dim [B, D] or None.
         """
-        z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
-        log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
         monte_carlo = self.kl_estimator == "monte_carlo" or not has_analytic_kl(q, prior)
-        log_ratio = prior.log_prob(z) - log_q if monte_carlo or need_log_ratio else None
+        if monte_carlo or need_log_ratio:
+            z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
+            log_ratio = prior.log_prob(z) - log_q
+        else:  # the ELBO with an analytic KL: no log-density to evaluate, on the training's hot path
+            z, log_ratio = q.rsample(self.num_samples), None
+        log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
         kl, kl_per_dim = self.kl_terms(q, prior, log_ratio)
         return log_px_z, log_ratio, kl, kl_per_dim
 
