@@ -63,7 +63,9 @@ def importance_sampled_log_px(
 def log_weights(x: torch.Tensor, z: torch.Tensor, log_q: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor],
                 prior, likelihood: Likelihood, rows: int) -> torch.Tensor:
     """log w = log p(x|z) + log p(z) - log q(z|x) [k, B] for samples z [k, B, D] with their log q [k, B],
-    decoding ``rows`` examples at a time."""
+    decoding ``rows`` examples at a time. The prior is evaluated once for all the blocks (a VampPrior
+    encodes its pseudo-inputs at each call), which is why this is not objectives'
+    ``log_importance_weights`` applied block by block."""
     log_px_z = torch.cat([likelihood.log_prob(x[i : i + rows], full_precision(decode(z[:, i : i + rows])), x.dim() - 1)
                           for i in range(0, x.shape[0], rows)], dim=1)  # [k, B]
     return full_precision(log_px_z + prior.log_prob(z) - log_q)
