@@ -40,16 +40,18 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
 
 
 def log_importance_weights(x: torch.Tensor, z: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor],
-                           prior, likelihood: Likelihood) -> torch.Tensor:
+                           prior, likelihood: Likelihood, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for samples z_k of q.
 
-    x: [B, *event], z: [K, B, D]  ->  [K, B]
+    x: [B, *event], z: [K, B, D]  ->  [K, B]; ``log_q`` [K, B]: log q(z_k|x) where the sampler gave it
+    (:meth:`Posterior.rsample_and_log_prob`; a flow's density is known only there), else ``q.log_prob(z)``.
 
     Its mean over k is an unbiased ELBO estimate (the KL estimated too); its
     log-mean-exp is the importance-weighted bound. When q is the exact posterior,
     log w is the same for every z: it is log p(x).
     """
-    return likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1) + prior.log_prob(z) - q.log_prob(z)
+    log_q = q.log_prob(z) if log_q is None else log_q
+    return likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1) + prior.log_prob(z) - log_q
 
 
 def free_bits_kl(kl_per_group: torch.Tensor, floor: float, group_size: int = 1) -> torch.Tensor:
