@@ -24,9 +24,8 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 from conftest import compose_run, make_vae
 from vae_lightning import VAE, load_model
 from vae_lightning.errors import VAEUserError
-from vae_lightning.evaluation import LatentActivity
-from vae_lightning.hierarchy import (TwoLayerDecoder, TwoLayerGaussian, TwoLayerPosterior, TwoLayerPrior,
-                                     active_units_per_layer)
+from vae_lightning.evaluation import LatentActivity, active_units_per_layer
+from vae_lightning.hierarchy import TwoLayerDecoder, TwoLayerGaussian, TwoLayerPosterior, TwoLayerPrior
 from vae_lightning.likelihoods import Gaussian
 from vae_lightning.nets import MLPEncoder
 from vae_lightning.objectives import ELBO, IWAE, log_importance_weights

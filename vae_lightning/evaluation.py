@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torchmetrics import Metric
@@ -153,3 +153,9 @@ class LatentActivity(Metric):
         if self.kl_count > 0:
             out["kl_per_dim"] = self.sum_kl / self.kl_count
         return out
+
+
+def active_units_per_layer(variance: torch.Tensor, layer_dims: Sequence[int], threshold: float = 0.01) -> list[int]:
+    """Active units of each layer, from the variance over the data of the posterior's mean [d1 + d2] (what
+    :class:`LatentActivity` computes): [active in z1, active in z2]."""
+    return [int((v > threshold).sum()) for v in variance.split(list(layer_dims))]

@@ -33,7 +33,8 @@ Each Gaussian layer's network outputs its mean and log-variance; ``hidden_dims: 
 Active units (``val/active_units``): the posterior's ``mean`` is [E_q[z1], mu_r(E_q[z1])], the mean of
 z1 and then the mean of q(z2|z1) at z1 = E_q[z1] (one deterministic pass; the exact E_q[z2] would need
 samples). ``val/active_units`` counts the active units of both layers together: dimensions 0..d1-1 are
-z1, d1..d1+d2-1 are z2. :func:`active_units_per_layer` splits the count by layer.
+z1, d1..d1+d2-1 are z2. ``val/active_units/z1`` and ``z2`` split the count by layer
+(:func:`vae_lightning.evaluation.active_units_per_layer`).
 """
 
 from __future__ import annotations
@@ -204,9 +205,3 @@ class TwoLayerDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[..., : self.lower_dim]).unflatten(-1, self.output_shape)
-
-
-def active_units_per_layer(variance: torch.Tensor, layer_dims: Sequence[int], threshold: float = 0.01) -> list[int]:
-    """Active units of each layer, from the variance over the data of the posterior's mean [d1 + d2] (what
-    :class:`vae_lightning.evaluation.LatentActivity` computes): [active in z1, active in z2]."""
-    return [int((v > threshold).sum()) for v in variance.split(list(layer_dims))]

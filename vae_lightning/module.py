@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, VAEUserError
-from .evaluation import ExampleMean, LatentActivity, NegativeLogLikelihood, importance_sampled_log_px
+from .evaluation import (ExampleMean, LatentActivity, NegativeLogLikelihood, active_units_per_layer,
+                         importance_sampled_log_px)
 from .likelihoods import Likelihood
 from .objectives import Objective, Terms
 from .posteriors import Posterior, PosteriorFamily
@@ -246,9 +247,10 @@ class VAE(L.LightningModule):
         self.val_activity.reset()
         self.log("val/active_units", activity["active_units"].float())
         # A hierarchical posterior (z = [z1, z2, ...]) names its layers' sizes: active units per layer too.
-        layer_dims = list(getattr(self.posterior, "layer_dims", None) or ())
-        for i, variance in enumerate(activity["variance"].split(layer_dims) if layer_dims else ()):
-            self.log(f"val/active_units/z{i + 1}", (variance > self.val_activity.threshold).sum().float())
+        layer_dims = getattr(self.posterior, "layer_dims", None)
+        for i, count in enumerate(active_units_per_layer(activity["variance"], layer_dims, self.val_activity.threshold)
+                                  if layer_dims else ()):
+            self.log(f"val/active_units/z{i + 1}", float(count))
         for d, kl in enumerate(activity.get("kl_per_dim", ())):
             self.log(f"val/kl_dim/{d:02d}", kl.float())
 
