@@ -151,3 +151,15 @@ def test_bad_blocks_per_stage_names_its_key(value, message):
     with pytest.raises(ConfigError, match=message) as error:  # the decoder alone checks it too
         ResNetDecoder(4, (3, 32, 32), blocks_per_stage=value)
     assert error.value.key == "blocks_per_stage"
+
+
+def test_the_conv_networks_take_fully_connected_layers_as_the_disentanglement_literature_does():
+    # Locatello et al. (2019) on 64x64: four stride-2 convolutions (32, 32, 64, 64), a 256-unit layer, 2 x 10 outputs.
+    vae = make_vae("model=conv", "model.latent_dim=10", "model.encoder.channels=[32,32,64,64]",
+                   "model.encoder.hidden_dims=[256]", input_shape=(1, 64, 64))
+    linears = [m for m in vae.encoder.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64 * 4 * 4, 256), (256, 20)]
+    linears = [m for m in vae.decoder.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(10, 256), (256, 64 * 4 * 4)]
+    x = torch.rand(3, 1, 64, 64)
+    assert vae.decoder(vae.encode(x).mean).shape == (3, 1, 64, 64)

@@ -76,22 +76,31 @@ class ConvEncoder(nn.Module):
     """x [B, C, H, W] -> [B, out_features].
 
     Each entry of ``channels`` is a stride-2 convolution with that many output channels,
-    which halves H and W (rounding down); a linear layer then maps the last feature map to
-    the parameters of q(z|x). Any H x W works as long as the map stays at least 1x1.
+    which halves H and W (rounding down); fully connected layers of ``hidden_dims`` (none by
+    default) and a linear layer then map the last feature map to the parameters of q(z|x). Any
+    H x W works as long as the map stays at least 1x1.
+
+    The encoder of the disentanglement literature (Higgins et al. 2017, Locatello et al. 2019) on
+    64x64 images is ``channels=[32, 32, 64, 64], hidden_dims=[256]``.
     """
 
     def __init__(self, input_shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64),
-                 activation: str = "relu"):
+                 activation: str = "relu", hidden_dims: Sequence[int] = ()):
         super().__init__()
         channels = require_sizes("channels", channels, "[32, 64]")
+        hidden_dims = require_sizes("hidden_dims", hidden_dims, "[256]") if len(hidden_dims) else []
         c, h, w = image_shape("input_shape", input_shape)
         sizes = halved_sizes((h, w), channels)
         act = activation_class(activation)
         layers: list[nn.Module] = []
         for n_in, n_out in zip([c, *channels[:-1]], channels):
             layers += [down(n_in, n_out), act()]
-        self.features = nn.Sequential(*layers, nn.Flatten())  # [B, C, H, W] -> [B, channels[-1] * h_n * w_n]
-        self.head = nn.Linear(channels[-1] * math.prod(sizes[-1]), require_int("out_features", out_features, 1))
+        flat = channels[-1] * math.prod(sizes[-1])
+        layers.append(nn.Flatten())  # [B, C, H, W] -> [B, channels[-1] * h_n * w_n]
+        for n_in, n_out in zip([flat, *hidden_dims[:-1]], hidden_dims):
+            layers += [nn.Linear(n_in, n_out), act()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden_dims[-1] if hidden_dims else flat, require_int("out_features", out_features, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # [B, out_features]
@@ -100,21 +109,26 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """z [..., D] -> [..., C_out, H, W], mirroring ConvEncoder (``channels`` in the encoder's order).
 
-    A linear layer makes a [channels[-1], h_n, w_n] map, the encoder's last; stride-2
-    transposed convolutions grow it back through the encoder's sizes in reverse to H x W;
-    the last outputs C_out channels (the likelihood's parameters, often more than the data's).
+    Fully connected layers of ``hidden_dims`` (the encoder's in reverse order; none by default) and a
+    linear layer make a [channels[-1], h_n, w_n] map, the encoder's last; stride-2 transposed
+    convolutions grow it back through the encoder's sizes in reverse to H x W; the last outputs
+    C_out channels (the likelihood's parameters, often more than the data's).
     """
 
     def __init__(self, latent_dim: int, output_shape: Sequence[int], channels: Sequence[int] = (32, 64),
-                 activation: str = "relu"):
+                 activation: str = "relu", hidden_dims: Sequence[int] = ()):
         super().__init__()
         channels = require_sizes("channels", channels, "[32, 64]")
+        hidden_dims = require_sizes("hidden_dims", hidden_dims, "[256]") if len(hidden_dims) else []
         c_out, h, w = image_shape("output_shape", output_shape)
         sizes = halved_sizes((h, w), channels)
         act = activation_class(activation)
         self.start_shape = (channels[-1], *sizes[-1])
-        self.head = nn.Sequential(nn.Linear(require_int("latent_dim", latent_dim, 1), math.prod(self.start_shape)),
-                                  act())
+        dims = [require_int("latent_dim", latent_dim, 1), *hidden_dims, math.prod(self.start_shape)]
+        layers = []
+        for n_in, n_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(n_in, n_out), act()]
+        self.head = nn.Sequential(*layers)
         # Stage i (from the smallest map) goes from sizes[n - i] to sizes[n - i - 1].
         reversed_channels = channels[::-1]
         layers: list[nn.Module] = []
