@@ -179,3 +179,32 @@ def test_slurm_launcher_preset_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min == 240
+
+
+def test_a_sweep_over_disentangling_objectives_shows_each_metric_against_beta(tmp_path):
+    from vae_lightning.sweep import collect, plot_disentanglement, write_table
+
+    jobs = [("ELBO", 1, 0.05), ("ELBO", 4, 0.20), ("BetaTCVAE", 1, 0.10), ("BetaTCVAE", 4, 0.30), ("ELBO", 16, None)]
+    for i, (objective, beta, mig) in enumerate(jobs):
+        hydra_dir = tmp_path / str(i) / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        (hydra_dir / "overrides.yaml").write_text(f"- objective.beta={beta}\n- objective={objective.lower()}\n")
+        (hydra_dir / "config.yaml").write_text(f"objective:\n  _target_: vae_lightning.objectives.{objective}\n"
+                                               f"  beta: {beta}\n")
+        if mig is not None:  # the last job failed
+            (tmp_path / str(i) / "metrics.json").write_text(json.dumps({"test/elbo": -90.0, "test/dis/mig": mig,
+                                                                        "test/dis/dci_d": 2 * mig}))
+    rows = collect(tmp_path)
+    assert [(r["objective"], r["beta"], r["test/dis/mig"]) for r in rows] == [j for j in jobs]
+    _, md = write_table(rows, tmp_path)
+    header = md.read_text().splitlines()[0]
+    assert "test/dis/mig" in header and "test/dis/dci_d" in header
+    assert "test/dis/sap" not in header  # no job has it: no empty column
+    png = plot_disentanglement(rows, tmp_path / "disentanglement.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Without the metrics (an MNIST sweep) there is no such picture, and no such column.
+    for i in range(len(jobs)):
+        (tmp_path / str(i) / "metrics.json").write_text(json.dumps({"test/elbo": -90.0}))
+    rows = collect(tmp_path)
+    assert plot_disentanglement(rows, tmp_path / "none.png") is None
+    assert "test/dis" not in write_table(rows, tmp_path)[1].read_text()

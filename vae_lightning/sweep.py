@@ -1,4 +1,6 @@
-"""The summary of a Hydra multirun: one row per job, and the rate-distortion picture a beta sweep is for."""
+"""The summary of a Hydra multirun: one row per job, the rate-distortion picture a beta sweep is for, and,
+for data with known factors, each disentanglement metric against beta (the plots of Higgins et al. 2017
+and Locatello et al. 2019)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("vae_lightning")
 
 COLUMNS = ("test/elbo", "test/recon", "test/kl", "test/iwae", "test/nll", "val/elbo_best", "epochs", "kl_estimator")
+#: The disentanglement metrics of the test set (callbacks.disentanglement), shown when a job has them.
+DIS_COLUMNS = ("test/dis/mig", "test/dis/dci_d", "test/dis/factor_vae", "test/dis/beta_vae", "test/dis/sap")
 
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -26,7 +30,7 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         metrics_file = job / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         rows.append({"job": job.name, "overrides": overrides, "status": "done" if metrics else "failed",
-                     **{k: metrics.get(k) for k in COLUMNS}})
+                     **_objective_of(job), **{k: metrics.get(k) for k in (*COLUMNS, *DIS_COLUMNS)}})
     # Show what the sweep varied, not what all jobs share.
     values: dict[str, set] = {}
     for row in rows:
@@ -43,11 +47,28 @@ def _keys(row: dict[str, Any]) -> set[str]:
     return {item.split("=", 1)[0] for item in row["overrides"]}
 
 
+def _objective_of(job: Path) -> dict[str, Any]:
+    """The job's objective (its class name) and beta, from the config the job ran with."""
+    config_file = job / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        return {"objective": None, "beta": None}
+    objective = OmegaConf.load(config_file).get("objective") or {}
+    beta = objective.get("beta")
+    return {"objective": str(objective.get("_target_", "")).rsplit(".", 1)[-1] or None,
+            "beta": float(beta) if isinstance(beta, (int, float)) else None}
+
+
+def fields_of(rows: list[dict[str, Any]]) -> list[str]:
+    """The summary's columns: the bound's terms, and the disentanglement metrics where a job has them."""
+    dis = [k for k in DIS_COLUMNS if any(r.get(k) is not None for r in rows)]
+    return ["job", "swept", "status", *COLUMNS, *dis]
+
+
 def write_table(rows: list[dict[str, Any]], sweep_dir: Path) -> tuple[Path, Path]:
     """summary.csv and summary.md in the sweep directory."""
-    fields = ["job", "swept", "status", *COLUMNS]
+    fields = fields_of(rows)
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -87,9 +108,51 @@ def plot_rate_distortion(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+def plot_disentanglement(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Each disentanglement metric of the test set against beta, one line per objective through the mean
+    of its jobs (seeds) at each beta, every job a dot: what a beta sweep over disentangling objectives is
+    judged by."""
+    metrics = [k for k in DIS_COLUMNS if any(r.get(k) is not None and r.get("beta") is not None for r in rows)]
+    if not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objectives = sorted({r["objective"] or "?" for r in rows if r.get("beta") is not None})
+    colours = dict(zip(objectives, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.6 * len(metrics), 6.5), 3.8), dpi=120, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for objective in objectives:
+            points = [(r["beta"], r[metric]) for r in rows
+                      if (r["objective"] or "?") == objective and r.get("beta") is not None and r.get(metric) is not None]
+            if not points:
+                continue
+            betas = sorted({b for b, _ in points})
+            means = [sum(v for b, v in points if b == beta) / sum(1 for b, _ in points if b == beta) for beta in betas]
+            ax.plot(betas, means, "-", color=colours[objective], label=objective, alpha=0.8)
+            ax.plot(*zip(*points), "o", color=colours[objective], markersize=4, alpha=0.6)
+        betas = sorted({r["beta"] for r in rows if r.get("beta") is not None})
+        if betas[0] > 0:  # betas of a sweep grow by factors: a log axis, ticks at the values swept
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(betas, [f"{b:g}" for b in betas])
+        ax.minorticks_off()
+        ax.set_xlabel("objective.beta")
+        ax.set_title(metric.rsplit("/", 1)[-1])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("score on the test sample")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Disentanglement against beta (dots: jobs; lines: their mean)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, write summary.csv, summary.md and
-    rate_distortion.png into the sweep directory and print the table."""
+    """Hydra callback: at the end of a multirun, write summary.csv, summary.md, rate_distortion.png
+    and (for data with known factors) disentanglement.png into the sweep directory and print the table."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) != 0:
@@ -102,31 +165,33 @@ class SweepSummary(Callback):
             return
         _, md = write_table(rows, sweep_dir)
         plot = plot_rate_distortion(rows, sweep_dir / "rate_distortion.png")
+        dis_plot = plot_disentanglement(rows, sweep_dir / "disentanglement.png")
         print(f"\nSweep summary ({sweep_dir}):\n{md.read_text()}")
-        log.info(f"Sweep summary in {md}" + (f", rate-distortion plot in {plot}" if plot else ""))
+        log.info(f"Sweep summary in {md}" + (f", rate-distortion plot in {plot}" if plot else "")
+                 + (f", disentanglement against beta in {dis_plot}" if dis_plot else ""))
         wandb_cfg = (config.get("logger") or {}).get("wandb")
         if wandb_cfg is not None:
             try:
-                _log_to_wandb(rows, plot, sweep_dir, wandb_cfg)
+                _log_to_wandb(rows, {"rate_distortion": plot, "disentanglement": dis_plot}, sweep_dir, wandb_cfg)
             except Exception as e:  # the files on disk are the summary; wandb is a copy
                 log.warning(f"Could not log the sweep summary to wandb ({type(e).__name__}: {e}).")
 
 
-def _log_to_wandb(rows: list[dict[str, Any]], plot: Path | None, sweep_dir: Path, wandb_cfg: DictConfig) -> None:
-    """One extra wandb run in the sweep's group, job type sweep_summary: the table and the plot."""
+def _log_to_wandb(rows: list[dict[str, Any]], plots: dict[str, Path | None], sweep_dir: Path,
+                  wandb_cfg: DictConfig) -> None:
+    """One extra wandb run in the sweep's group, job type sweep_summary: the table and the plots."""
     import wandb
 
     from .loggers import resolve_wandb_mode
 
     mode, _ = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
-    fields = ["job", "swept", "status", *COLUMNS]
+    fields = fields_of(rows)
     run = wandb.init(project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"), mode=mode,
                      group="sweep-" + "_".join(sweep_dir.parts[-2:]), job_type="sweep_summary",
                      name=f"summary {sweep_dir.name}", dir=str(sweep_dir), reinit="finish_previous")
     table = wandb.Table(columns=[f.replace("/", "_") for f in fields],
                         data=[[r.get(f) for f in fields] for r in rows])
     payload: dict[str, Any] = {"sweep/summary": table}
-    if plot is not None:
-        payload["sweep/rate_distortion"] = wandb.Image(str(plot))
+    payload.update({f"sweep/{name}": wandb.Image(str(plot)) for name, plot in plots.items() if plot is not None})
     run.log(payload)
     run.finish()
