@@ -6,6 +6,8 @@ from pathlib import Path
 
 import lightning as L
 
+from vae_lightning.steps import batches_seen
+
 
 class SlowDownAndMark(L.Callback):
     """Write the global step to a file after each training batch and, from step ``wait_at`` on, wait
@@ -25,8 +27,8 @@ class SlowDownAndMark(L.Callback):
 class RecordTraining(L.Callback):
     """What a run starts from and what it trains on, for the resume tests: at the start of training
     <prefix>.start.json (step, epoch, lr, beta, the scheduler's position) and <prefix>.start.pt (the
-    optimiser's state), and one line per training batch in <prefix>.batches.jsonl (epoch, batch
-    index, labels, the step)."""
+    VAE optimiser's state; <prefix>.start.own.pt the objective's, when it has one), and one line per
+    training batch in <prefix>.batches.jsonl (epoch, batch index, labels, the step: batches seen)."""
 
     def __init__(self, prefix: str):
         self.prefix = Path(prefix)
@@ -38,17 +40,19 @@ class RecordTraining(L.Callback):
 
         optimizer = trainer.optimizers[0]
         scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
-        start = {"step": trainer.global_step, "epoch": trainer.current_epoch, "lr": optimizer.param_groups[0]["lr"],
-                 "beta": pl_module.objective.beta_at(trainer.global_step),
+        start = {"step": batches_seen(trainer), "epoch": trainer.current_epoch,
+                 "lr": optimizer.param_groups[0]["lr"], "beta": pl_module.objective.beta_at(batches_seen(trainer)),
                  "scheduler_last_epoch": scheduler.last_epoch if scheduler is not None else None}
         self.prefix.with_suffix(".start.json").write_text(json.dumps(start))
         torch.save(optimizer.state_dict()["state"], self.prefix.with_suffix(".start.pt"))
+        if len(trainer.optimizers) > 1:
+            torch.save(trainer.optimizers[1].state_dict()["state"], self.prefix.with_suffix(".start.own.pt"))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         import json
 
         with open(self.prefix.with_suffix(".batches.jsonl"), "a") as f:
-            f.write(json.dumps([trainer.current_epoch, batch_idx, batch[1].tolist(), trainer.global_step]) + "\n")
+            f.write(json.dumps([trainer.current_epoch, batch_idx, batch[1].tolist(), batches_seen(trainer)]) + "\n")
 
 
 class StopAfterEpochs(L.Callback):
@@ -64,13 +68,13 @@ class StopAfterEpochs(L.Callback):
 
 
 class StopAfterSteps(L.Callback):
-    """Stop once ``steps`` optimiser steps are done (after the checkpoints saved at that point)."""
+    """Stop once ``steps`` training batches are done (after the checkpoints saved at that point)."""
 
     def __init__(self, steps: int):
         self.steps = steps
 
     def on_validation_end(self, trainer, pl_module):
-        if trainer.global_step >= self.steps:
+        if batches_seen(trainer) >= self.steps:
             trainer.should_stop = True
 
 
@@ -92,3 +96,31 @@ class RecordDevices(L.Callback):
             "streaming": bool(getattr(dm, "streaming", False)),
             "optimizer_fused": bool(optimizer.defaults.get("fused")),
         }))
+
+
+class RecordCounts(L.Callback):
+    """One line per training batch in ``path`` (JSON): epoch, batch index, trainer.global_step, batches_seen,
+    the module's own count, and the seed the batch draws its noise from."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import torch
+
+        with open(self.path, "a") as f:
+            f.write(json.dumps([trainer.current_epoch, batch_idx, trainer.global_step, batches_seen(trainer),
+                                pl_module.batches_seen, torch.initial_seed()]) + "\n")
+
+
+class RecordParameterSums(L.Callback):
+    """At the end of training, each process writes ``<prefix>.rank<R>.json``: the sum of every parameter (so
+    a test can compare the processes of a DDP run) and the counts of steps and batches."""
+
+    def __init__(self, prefix: str):
+        self.prefix = Path(prefix)
+
+    def on_train_end(self, trainer, pl_module):
+        sums = {name: float(p.detach().double().sum()) for name, p in pl_module.named_parameters()}
+        record = {"sums": sums, "global_step": trainer.global_step, "batches_seen": batches_seen(trainer)}
+        Path(f"{self.prefix}.rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -148,13 +148,13 @@ def test_one_bad_job_does_not_stop_a_multirun(fake_mnist, train_env, tmp_path):
     ("objective.free_bits_group_size=5", "objective.free_bits_group_size=5 must divide model.latent_dim=32"),
     ("eval.nll_chunk_size=-5", "eval.nll_chunk_size=-5 must be an integer >= 1"),
     ("model=conv model.encoder.activation=swishy", "model.encoder.activation='swishy' must be one of"),
-    ("model=conv +model.decoder.hidden_dims=[1]", "model.decoder (vae_lightning.nets.ConvDecoder) cannot be built: "
-                                                 "TypeError"),
+    ("model=conv +model.decoder.depth=3", "model.decoder (vae_lightning.nets.ConvDecoder) cannot be built: "
+                                         "TypeError"),
     ("model/prior=mixture_of_gaussians objective.kl_estimator=analytic",
      "objective.kl_estimator='analytic' but DiagonalGaussian against MixtureOfGaussians has no closed-form KL"),
     ("model/prior=mixture_of_gaussians objective.free_bits=0.5", "objective.free_bits_group_size=1 needs a KL per "
                                                                  "latent dimension"),
-    ("model/decoder=mlp model=conv", "cannot be resolved (at model.decoder.hidden_dims)"),
+    ("model/decoder=mlp model=conv", "model.decoder.hidden_dims=[] must be a non-empty list"),
 ])
 def test_bad_overrides_raise_one_clear_error_naming_the_key(override, message, fake_mnist, tmp_path, monkeypatch):
     from vae_lightning.errors import VAEUserError

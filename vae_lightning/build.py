@@ -7,12 +7,15 @@ The parts are built in this order, each told what it must know about the others:
     encoder     (input_shape, out_features=num_params)
     decoder     (latent_dim, output_shape=param_shape)
     prior       (latent_dim)
-    objective, optimizer and lr_scheduler (partials)
+    objective
+    optimizer and lr_scheduler (partials)
 
 A part may also ask for what was built before it by naming it as an argument of its class:
-``input_shape``, ``latent_dim``, ``likelihood``, ``posterior``, ``encoder``, ``decoder`` (a
-VampPrior takes the encoder and the posterior to build its mixture; a hierarchical decoder the
-posterior, to know which latent dimensions it reads). The builder passes exactly those names.
+``input_shape``, ``latent_dim``, ``likelihood``, ``posterior``, ``encoder``, ``decoder``, ``prior``
+(a VampPrior takes the encoder and the posterior to build its mixture; a hierarchical decoder the
+posterior, to know which latent dimensions it reads; FactorVAE's objective the posterior, to size its
+discriminator). The builder passes exactly those names. A part that takes another part to read
+from it must not keep it as an attribute (it would be a second copy of its weights in the state_dict).
 
 A checkpoint keeps the resolved config of the run (``model``, ``objective``, ``eval`` and
 ``data``) as plain values, so :func:`load_model` rebuilds any model, one with parts of
@@ -34,6 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .checks import require_int
 from .errors import ConfigError, VAEUserError
+from .optim import build_lr_scheduler, build_optimizer
 
 
 def _reversed(values: Any) -> Any:
@@ -127,11 +131,13 @@ def build_model(config: Mapping[str, Any], input_shape: Sequence[int], default_c
     encoder = build("encoder", input_shape=input_shape, out_features=posterior.num_params)
     decoder = build("decoder", latent_dim=latent_dim, output_shape=list(likelihood.param_shape(input_shape)))
     prior = build("prior", latent_dim=latent_dim)
-    objective = instantiate_part("objective", objective_cfg)
+    objective = instantiate_part("objective", objective_cfg, **_asked_for(objective_cfg, built, {}))
     optimizer = instantiate_part("model.optimizer", model_cfg.get("optimizer"))
     scheduler_cfg = model_cfg.get("lr_scheduler")
     lr_scheduler = instantiate_part("model.lr_scheduler", scheduler_cfg) if scheduler_cfg else None
     _try_optimizer(optimizer, lr_scheduler)
+    if getattr(objective, "optimizer", None) is not None:
+        _try_optimizer(objective.optimizer, None, key="objective.optimizer")
 
     nll_samples = require_int("eval.nll_samples", eval_cfg.get("nll_samples", 0), 0)
     chunk = eval_cfg.get("nll_chunk_size")
@@ -160,16 +166,14 @@ def build_model(config: Mapping[str, Any], input_shape: Sequence[int], default_c
                nll_samples=nll_samples, nll_chunk_size=chunk, config=kept, **extra)
 
 
-def _try_optimizer(optimizer: Any, lr_scheduler: Any) -> None:
+def _try_optimizer(optimizer: Any, lr_scheduler: Any, key: str = "model.optimizer") -> None:
     """Build the optimizer and the schedule once on a dummy parameter, so that a bad setting (a negative
     lr, an unknown argument) fails now and names its key, not after the data is loaded."""
-    from .module import build_lr_scheduler, build_optimizer
-
     param = torch.nn.Parameter(torch.zeros(1))
     try:
         opt = build_optimizer(optimizer, [param])
     except (TypeError, ValueError) as e:
-        raise VAEUserError(f"model.optimizer ({_name(optimizer)}) cannot be built: {type(e).__name__}: {e}") from None
+        raise VAEUserError(f"{key} ({_name(optimizer)}) cannot be built: {type(e).__name__}: {e}") from None
     if lr_scheduler is not None:
         try:
             build_lr_scheduler(lr_scheduler, opt, total_steps=1)

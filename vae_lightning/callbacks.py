@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 
@@ -11,19 +10,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
+from .steps import batches_done_this_epoch, batches_seen
+
 log = logging.getLogger("vae_lightning")
-
-
-def batches_done_this_epoch(trainer: L.Trainer) -> int:
-    """Training batches of the current epoch already done: 0 at an epoch's start, the checkpoint's
-    position when a run resumes mid-epoch. From the trainer's public counters, which a resumed run
-    restores before its first batch (it assumes the epochs before had as many batches as this one)."""
-    per_epoch = trainer.num_training_batches
-    if not per_epoch or per_epoch == float("inf"):
-        return 0
-    accumulate = trainer.accumulate_grad_batches
-    steps_done = trainer.global_step - trainer.current_epoch * math.ceil(per_epoch / accumulate)
-    return int(max(0, min(per_epoch, steps_done * accumulate)))
 
 
 def _mix(*values: int) -> int:
@@ -92,7 +81,7 @@ class SeedEveryStep(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._set(trainer, self.seed_for(trainer.global_rank, trainer.current_epoch, self.VALIDATION,
-                                         trainer.global_step))
+                                         batches_seen(trainer)))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A validation in the middle of an epoch (val_check_interval < 1): the next batch draws from its own
@@ -101,7 +90,7 @@ class SeedEveryStep(L.Callback):
             self._set(trainer, self.seed_for(trainer.global_rank, *self._next_batch))
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._set(trainer, self.seed_for(trainer.global_rank, trainer.current_epoch, self.TEST, trainer.global_step))
+        self._set(trainer, self.seed_for(trainer.global_rank, trainer.current_epoch, self.TEST, batches_seen(trainer)))
 
 
 class EpochSummary(L.Callback):
@@ -120,7 +109,7 @@ class EpochSummary(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run resumed mid-epoch starts with no on_train_epoch_start: its first line counts from here.
         self._start = time.perf_counter()
-        self._resumed = trainer.global_step > 0
+        self._resumed = batches_seen(trainer) > 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checks import require_int
 from .errors import VAEUserError
+from .steps import batches_seen
 
 log = logging.getLogger("vae_lightning")
 
@@ -66,7 +67,7 @@ class NonFiniteError(VAEUserError):
 class NonFiniteGuard(L.Callback):
     """Stop at the first NaN or Inf in the loss or the gradients, naming the step and the term.
 
-    Checks every ``every_n_steps`` optimiser steps; each check waits for the device, which costs
+    Checks every ``every_n_steps`` training batches; each check waits for the device, which costs
     nothing on a CPU but stalls a GPU's queue, so ``auto`` checks every step on a CPU and every 100
     on an accelerator. Between checks a fault can reach the weights: before any checkpoint is
     written the weights are checked too, so nothing is saved after a fault and the last checkpoint
@@ -84,15 +85,18 @@ class NonFiniteGuard(L.Callback):
             self._every = 1 if trainer.strategy.root_device.type == "cpu" else 100
 
     def _due(self, trainer: L.Trainer) -> bool:
-        return self._every > 0 and trainer.global_step % self._every == 0
+        return self._every > 0 and batches_seen(trainer) % self._every == 0
 
     def _where(self, trainer: L.Trainer) -> str:
         checked = f", checked every {self._every} steps" if self._every > 1 else ""
-        return f"at step {trainer.global_step} (epoch {trainer.current_epoch}{checked})"
+        return f"at step {batches_seen(trainer)} (epoch {trainer.current_epoch}{checked})"
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        """After backward, before the weights change: the loss terms first, then every gradient."""
-        if not self._due(trainer):
+        """After backward, before the weights change: the loss terms first, then every gradient.
+
+        With an objective that has an optimiser of its own, before the VAE's step only: one backward pass
+        has given every gradient by then, the objective's parameters' included."""
+        if not self._due(trainer) or (len(trainer.optimizers) > 1 and optimizer is not trainer.optimizers[0]):
             return
         # The batch means of the step's terms, which the VAE publishes as `train_terms` (0-dim tensors).
         terms = getattr(pl_module, "train_terms", None) or {}
@@ -147,7 +151,7 @@ class CheckpointOnSignal(L.Callback):
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.path)
             if trainer.is_global_zero:
-                log.info(f"SIGTERM: saved {self.path} at step {trainer.global_step}; resume with "
+                log.info(f"SIGTERM: saved {self.path} at step {batches_seen(trainer)}; resume with "
                          f"ckpt_path={self.path}")
 
 

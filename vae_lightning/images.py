@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from .errors import VAEUserError
+from .steps import batches_seen
 
 log = logging.getLogger("vae_lightning")
 
@@ -178,10 +179,10 @@ class ImageLogger(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            figures = self._figures(trainer, pl_module, fixed, f"epoch {epoch + 1}, step {trainer.global_step}")
+            figures = self._figures(trainer, pl_module, fixed, f"epoch {epoch + 1}, step {batches_seen(trainer)}")
         finally:
             pl_module.train(was_training)
-        step = trainer.global_step
+        step = batches_seen(trainer)
         paths = []
         import matplotlib.pyplot as plt
 
@@ -284,7 +285,7 @@ class ImageLogger(L.Callback):
 
             labels = fixed["scatter_y"].cpu()
             num_classes = getattr(trainer.datamodule, "num_classes", None) or int(labels.max()) + 1
-            if (labels >= 0).any():  # the scatter only where the data has labels
+            if labels.dim() == 1 and (labels >= 0).any():  # class labels only (not unlabelled, not factors [N, F])
                 figures["latent_scatter"] = self._scatter(trainer, pl_module, fixed["scatter_x"], labels,
                                                           num_classes, where)
         return figures

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,8 +15,10 @@ from .evaluation import (ExampleMean, LatentActivity, NegativeLogLikelihood, act
                          importance_sampled_log_px)
 from .likelihoods import Likelihood
 from .objectives import Objective, Terms
+from .optim import build_lr_scheduler, build_optimizer
 from .posteriors import Posterior, PosteriorFamily
 from .priors import Prior
+from .steps import planned_batches
 
 
 class VAE(L.LightningModule):
@@ -45,6 +46,14 @@ class VAE(L.LightningModule):
     optimizer:    a partial, ``optimizer(params) -> torch.optim.Optimizer`` (default Adam, lr 1e-3).
     lr_scheduler: a partial, ``lr_scheduler(optimizer[, total_steps])`` -> a torch scheduler
                   (stepped every epoch) or Lightning's scheduler dict; None: a constant lr.
+                  ``total_steps`` counts training batches (VAE updates).
+
+    An objective with an optimiser of its own (``objective.optimizer``, e.g. FactorVAE's discriminator)
+    switches the module to manual optimisation: each training batch is one VAE update and one update of
+    the objective's parameters, two optimiser steps in ``trainer.global_step``
+    (``optimizer_steps_per_batch`` = 2); :attr:`batches_seen` is the count everything reads. Gradient
+    clipping is then done here, from ``gradient_clip_val`` and ``gradient_clip_algorithm`` (train.py
+    moves ``trainer.gradient_clip_val`` there: Lightning refuses it under manual optimisation).
     """
 
     def __init__(
@@ -70,6 +79,15 @@ class VAE(L.LightningModule):
         self.encoder, self.decoder = encoder, decoder
         self.posterior, self.prior, self.likelihood = posterior, prior, likelihood
         self.objective = objective
+        #: Optimiser steps per training batch: 2 when the objective trains parameters of its own.
+        self.optimizer_steps_per_batch = 1 if getattr(objective, "optimizer", None) is None else 2
+        self.automatic_optimization = self.optimizer_steps_per_batch == 1
+        if not self.automatic_optimization and not self._own_parameters():
+            raise VAEUserError(f"objective.optimizer is set but {type(objective).__name__} has no parameters to train "
+                               f"with it: remove objective.optimizer.")
+        #: Clipping of the VAE's gradients under manual optimisation (automatic: the Trainer's own).
+        self.gradient_clip_val: float | None = None
+        self.gradient_clip_algorithm: str = "norm"
         self.make_optimizer = optimizer or functools.partial(torch.optim.Adam, lr=1e-3)
         self.make_lr_scheduler = lr_scheduler
         self.nll_samples, self.nll_chunk_size = nll_samples, nll_chunk_size
@@ -88,6 +106,18 @@ class VAE(L.LightningModule):
     @property
     def latent_dim(self) -> int:
         return self.posterior.latent_dim
+
+    def _own_parameters(self) -> list[nn.Parameter]:
+        """The parameters the objective trains with its own optimiser (none when it has none)."""
+        if self.automatic_optimization:
+            return []
+        return [p for p in self.objective.parameters() if p.requires_grad]
+
+    @property
+    def batches_seen(self) -> int:
+        """Training batches done, the VAE's updates (``trainer.global_step`` counts optimiser steps, two
+        per batch when the objective has an optimiser of its own); 0 without a trainer."""
+        return self.global_step // self.optimizer_steps_per_batch
 
     def _check_parts(self) -> str:
         """That the parts fit together, on a zero input (no randomness, no training); returns which KL
@@ -149,7 +179,7 @@ class VAE(L.LightningModule):
         x = self._as_input(x)
         q = self.posterior(self.encoder(x))
         with_iwae = self.objective.reports_iwae if with_iwae is None else with_iwae
-        terms = self.objective(x, q, self.decoder, self.prior, self.likelihood, step=self.global_step,
+        terms = self.objective(x, q, self.decoder, self.prior, self.likelihood, step=self.batches_seen,
                                with_iwae=with_iwae)
         return q, terms
 
@@ -173,13 +203,15 @@ class VAE(L.LightningModule):
     # -- training and evaluation ----------------------------------------------------------
     # Logging is Lightning's Python bookkeeping: compile=true runs it as it is (it does not trace).
     @torch.compiler.disable
-    def _log_train(self, terms: Terms, batch_size: int) -> None:
-        """A point per logged step: the step's batch means (``train_terms``, already reduced), beta, L_K."""
+    def _log_train(self, terms: Terms, batch_size: int, own: Mapping[str, torch.Tensor] | None = None) -> None:
+        """A point per logged step: the step's batch means (``train_terms``, already reduced), beta, L_K, and
+        what the objective's own update reports (``own``)."""
         recon, kl = self.train_terms["recon"], self.train_terms["kl"]
         values = {"recon": recon, "kl": kl, "elbo": -(recon + kl), "loss": self.train_terms["loss"], "beta": terms.beta}
         if terms.iwae is not None:
             values["iwae"] = terms.iwae.detach().mean()
         values.update({name: value.detach().mean() for name, value in terms.extras.items()})
+        values.update(own or {})
         for name, value in values.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size,
                      prog_bar=name == "elbo")
@@ -202,19 +234,21 @@ class VAE(L.LightningModule):
 
     @torch.compiler.disable
     def _train_logs_due(self, batch_idx: int) -> bool:
-        """Whether the loggers record this step (every ``trainer.log_every_n_steps`` optimiser steps), or it
-        is the epoch's last batch, which the progress bar shows. Each ``self.log`` costs ~0.8 ms of
-        Lightning's Python, so the other steps log nothing."""
+        """Whether the loggers record this step (every ``trainer.log_every_n_steps`` training batches, as
+        Lightning's loggers count them), or it is the epoch's last batch, which the progress bar shows.
+        Each ``self.log`` costs ~0.8 ms of Lightning's Python, so the other steps log nothing."""
         trainer = self._trainer
         if trainer is None:
             return True
         every = trainer.log_every_n_steps
-        recorded = every > 0 and (self.global_step + 1) % every == 0
+        recorded = every > 0 and (self.batches_seen + 1) % every == 0
         if recorded:
             self._train_logged_epoch = self.current_epoch
         return recorded or batch_idx + 1 >= trainer.num_training_batches
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        if not self.automatic_optimization:
+            return self._train_with_own_optimizer(batch[0], batch_idx)
         x = batch[0]
         log_now = self._train_logs_due(batch_idx)
         # L_K needs log q and log p of every sample: only on the steps that log it (or train on it).
@@ -225,6 +259,62 @@ class VAE(L.LightningModule):
         if log_now:
             self._log_train(terms, x.shape[0])
         return loss
+
+    def _train_with_own_optimizer(self, x: torch.Tensor, batch_idx: int) -> None:
+        """One batch when the objective trains parameters of its own: the VAE's update, then the objective's.
+
+        The objective's parameters are constants of the VAE's loss (``requires_grad`` off during its
+        forward), and ``own_loss`` reaches none of the VAE's: one backward pass of the sum gives each
+        optimiser the gradient of its own loss only, with one gradient reduction under DDP. The NaN guard
+        runs before the VAE's step (it sees every gradient then) and clipping (VAE's parameters only) in
+        :meth:`on_before_optimizer_step`; the LR schedule is stepped here, at its interval.
+        """
+        log_now = self._train_logs_due(batch_idx)
+        vae_optimizer, own_optimizer = self.optimizers()
+        terms, own_loss, own_logs = self._two_losses(x, with_iwae=self.objective.reports_iwae and log_now)
+        loss = terms.loss.mean()
+        self.train_terms = {"recon": terms.recon.mean().detach(), "kl": terms.kl.mean().detach(),
+                            "loss": loss.detach(), "own_loss": own_loss.detach()}
+        vae_optimizer.zero_grad(set_to_none=True)
+        own_optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss + own_loss)
+        vae_optimizer.step()
+        own_optimizer.step()
+        self._step_lr_schedulers(batch_idx)
+        if log_now:
+            self._log_train(terms, x.shape[0], {k: v.detach() for k, v in own_logs.items()})
+        return None
+
+    def _two_losses(self, x: torch.Tensor, with_iwae: bool) -> tuple[Terms, torch.Tensor, dict[str, torch.Tensor]]:
+        """The VAE's terms, with the objective's own parameters held constant, then the objective's own loss
+        (which reaches none of the VAE's parameters): their gradients fall on disjoint parameters."""
+        own_parameters = self._own_parameters()
+        for p in own_parameters:
+            p.requires_grad_(False)
+        try:
+            terms = self(x, with_iwae=with_iwae)
+        finally:
+            for p in own_parameters:
+                p.requires_grad_(True)
+        own_loss, own_logs = self.objective.own_loss()
+        return terms, own_loss, own_logs
+
+    def _step_lr_schedulers(self, batch_idx: int) -> None:
+        """Under manual optimisation, the LR schedule where Lightning steps it under automatic optimisation:
+        after the batch's update, every ``frequency`` batches (``interval: step``) or after the epoch's last
+        batch, every ``frequency`` epochs (``interval: epoch``)."""
+        trainer = self.trainer
+        last = batch_idx + 1 >= trainer.num_training_batches or trainer.is_last_batch
+        for config in trainer.lr_scheduler_configs:
+            index = batch_idx + 1 if config.interval == "step" else self.current_epoch + 1
+            if (config.interval == "step" or last) and index % config.frequency == 0:
+                self.lr_scheduler_step(config.scheduler, None)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Under manual optimisation, clip the VAE's gradients here: after fp16's unscaling, as Lightning does.
+        if self.gradient_clip_val and not self.automatic_optimization and optimizer is self.trainer.optimizers[0]:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val,
+                                gradient_clip_algorithm=self.gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         # A short epoch (fewer steps than trainer.log_every_n_steps, or limit_train_batches) reaches no
@@ -274,13 +364,30 @@ class VAE(L.LightningModule):
     # -- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):
         precision = str(getattr(self._trainer, "precision", "32-true"))
-        optimizer = build_optimizer(self.make_optimizer, [p for p in self.parameters() if p.requires_grad],
-                                    precision)
-        if self.make_lr_scheduler is None:
-            return optimizer
-        total_steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
-        scheduler = build_lr_scheduler(self.make_lr_scheduler, optimizer, total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if self.automatic_optimization:
+            optimizer = build_optimizer(self.make_optimizer, [p for p in self.parameters() if p.requires_grad],
+                                        precision)
+        else:
+            if precision in ("16-mixed", "16", "16-true"):
+                raise VAEUserError(f"trainer.precision={precision} scales one loss for two optimisers, which "
+                                   f"{type(self.objective).__name__}'s own optimiser (objective.optimizer) makes "
+                                   f"wrong: use trainer.precision=bf16-mixed or 32-true.")
+            own = {id(p) for p in self.objective.parameters()}
+            optimizer = build_optimizer(self.make_optimizer,
+                                        [p for p in self.parameters() if p.requires_grad and id(p) not in own],
+                                        precision)
+            own_optimizer = build_optimizer(self.objective.optimizer, self._own_parameters(), precision)
+        scheduler = None
+        if self.make_lr_scheduler is not None:
+            total_steps = planned_batches(self.trainer) if self._trainer is not None else 1
+            scheduler = build_lr_scheduler(self.make_lr_scheduler, optimizer, total_steps)
+        if self.automatic_optimization:
+            return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if scheduler is not None and isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise VAEUserError(f"model.lr_scheduler: ReduceLROnPlateau is not stepped under manual optimisation, "
+                               f"which {type(self.objective).__name__}'s own optimiser needs: use a schedule by step "
+                               f"or epoch.")
+        return ([optimizer, own_optimizer], [scheduler]) if scheduler else [optimizer, own_optimizer]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], input_shape: Sequence[int]) -> "VAE":
@@ -301,24 +408,3 @@ class VAE(L.LightningModule):
                             f"key, not {sorted(kwargs)}.")
         return load_model(checkpoint_path, overrides=overrides, map_location=map_location, default_class=cls)
 
-
-def build_optimizer(make: Callable[..., torch.optim.Optimizer], params: list, precision: str = "32-true"):
-    """``make(params)``, with a fused kernel only where it works: not with fp16 loss scaling (which must
-    unscale before clipping), and not where the device or dtype has none (the default implementation
-    then, with the same maths)."""
-    fused = bool(getattr(make, "keywords", {}).get("fused"))
-    if fused and precision in ("16-mixed", "16"):
-        return make(params, fused=False)
-    try:
-        return make(params)
-    except RuntimeError:
-        if not fused:
-            raise
-        return make(params, fused=False)
-
-
-def build_lr_scheduler(make: Callable[..., Any], optimizer: torch.optim.Optimizer, total_steps: int) -> dict:
-    """Lightning's scheduler dict from ``make(optimizer[, total_steps])`` (total_steps only if it takes it)."""
-    takes_total = "total_steps" in inspect.signature(make).parameters
-    scheduler = make(optimizer, total_steps=int(total_steps)) if takes_total else make(optimizer)
-    return scheduler if isinstance(scheduler, dict) else {"scheduler": scheduler, "interval": "epoch"}

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .checks import check_config
 from .errors import VAEUserError
 from .module import VAE
+from .steps import batches_seen
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,33 @@ def _compiled(model: L.LightningModule, trainer: L.Trainer) -> L.LightningModule
     return torch.compile(model)
 
 
+def _manual_optimization_settings(trainer_cfg: DictConfig, model: VAE) -> dict[str, Any]:
+    """What the Trainer is given instead of its config when the objective has an optimiser of its own (two
+    optimiser steps per batch, manual optimisation): ``max_steps`` still counts training batches, so the
+    Trainer gets it times the steps per batch; gradient clipping moves to the module, which applies it
+    to the VAE's gradients (Lightning refuses ``gradient_clip_val`` under manual optimisation)."""
+    per = model.optimizer_steps_per_batch
+    if per == 1:
+        return {}
+    name = type(model.objective).__name__
+    accumulate = trainer_cfg.get("accumulate_grad_batches", 1)
+    if accumulate not in (None, 1):
+        raise VAEUserError(f"trainer.accumulate_grad_batches={accumulate}: {name} updates the VAE and its own "
+                           f"parameters on every batch (objective.optimizer), which gradient accumulation does not "
+                           f"support; set it to 1 and raise data.batch_size instead.")
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    if "fsdp" in strategy or "deepspeed" in strategy:
+        raise VAEUserError(f"trainer.strategy={strategy}: {name} trains a second optimiser by hand (objective."
+                           f"optimizer), which this strategy does not support here: use trainer.strategy=ddp.")
+    model.gradient_clip_val = trainer_cfg.get("gradient_clip_val")
+    model.gradient_clip_algorithm = trainer_cfg.get("gradient_clip_algorithm") or "norm"
+    settings: dict[str, Any] = {"gradient_clip_val": None, "gradient_clip_algorithm": None}
+    max_steps = trainer_cfg.get("max_steps", -1)
+    if max_steps is not None and max_steps != -1:
+        settings["max_steps"] = int(max_steps) * per
+    return settings
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, validate and test one model as the config says; return the final metrics.
 
@@ -177,7 +205,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
              f"{kl_estimator.replace('_', '-')}")
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_loggers(cfg.get("logger"), output_dir)
-    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                            **_manual_optimization_settings(cfg.trainer, model))
     if cfg.get("compile"):
         model = _compiled(model, trainer)
     if trainer.world_size > 1:
@@ -211,7 +240,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["val/elbo_best"] = float(checkpoint.best_model_score)
     metrics["kl_estimator"] = kl_estimator
     metrics["epochs"] = trainer.current_epoch
-    metrics["steps"] = trainer.global_step
+    metrics["steps"] = batches_seen(trainer)  # training batches: VAE updates, whatever the optimisers
     metrics["seed"] = seed
 
     if trainer.is_global_zero:
@@ -234,6 +263,34 @@ def _finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+def _disentanglement_settings(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None:
+    """With ``disentanglement=true``: its sample sizes, checked before anything is evaluated (and that the
+    data has known factors); else None."""
+    if not cfg.get("disentanglement"):
+        return None
+    from .disentanglement.callback import checked_settings, ground_truth_of
+
+    ground_truth_of(datamodule, "disentanglement=true")
+    return checked_settings("disentanglement_settings", OmegaConf.to_container(
+        cfg.get("disentanglement_settings") or OmegaConf.create({})))
+
+
+def _disentanglement(cfg: DictConfig, model: VAE, datamodule: Any, trainer: L.Trainer,
+                     settings: dict[str, Any]) -> dict[str, float]:
+    """``dis/<name>``: the disentanglement metrics of the checkpoint (with disentanglement_lib's sample sizes
+    unless ``disentanglement_settings`` shrinks them), computed by rank 0 and handed to every process."""
+    from .disentanglement.callback import measure
+
+    results = None
+    if trainer.is_global_zero:
+        start = time.perf_counter()
+        scores, _ = measure(model.to(trainer.strategy.root_device), datamodule.ground_truth,
+                            int(cfg.get("disentanglement_seed", 0)), settings)
+        results = {f"dis/{k}": float(v) for k, v in scores.items()}
+        results["dis/seconds"] = time.perf_counter() - start
+    return trainer.strategy.broadcast(results, src=0)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -268,6 +325,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     seed = L.seed_everything(cfg.get("seed"), verbose=False)
 
     datamodule = instantiate(data_cfg)
+    dis_settings = _disentanglement_settings(cfg, datamodule)
     model = model_from_checkpoint(checkpoint, ckpt, overrides={"objective.num_samples": cfg.num_samples,
                                                                "eval.nll_samples": cfg.nll_samples,
                                                                "eval.nll_chunk_size": cfg.nll_chunk_size})
@@ -279,6 +337,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in results.items()}
     metrics["seconds"] = seconds
+    if dis_settings is not None:
+        metrics.update(_disentanglement(cfg, model, datamodule, trainer, dis_settings))
     report = {"ckpt_path": str(ckpt), "num_samples": cfg.num_samples, "nll_samples": cfg.nll_samples,
               "kl_estimator": model.kl_estimator, **metrics}
     if trainer.is_global_zero:  # the metrics are already reduced across ranks

@@ -1,7 +1,8 @@
-"""Schedules: beta (the weight of the KL term) against the optimiser step, and learning-rate schedules.
+"""Schedules: beta (the weight of the KL term) against the training batches seen, and learning-rate schedules.
 
 A learning-rate schedule is a partial (``model.lr_scheduler`` in the config) that the model calls
-with its optimizer, and with ``total_steps`` (the run's optimiser steps) when it takes that argument,
+with its optimizer, and with ``total_steps`` (the run's training batches, which are its optimiser steps
+unless the objective has an optimiser of its own) when it takes that argument,
 as ``torch.optim.lr_scheduler.OneCycleLR`` does. It returns a torch scheduler (stepped every epoch)
 or Lightning's dict (``{"scheduler": ..., "interval": "step"}``).
 """
@@ -17,7 +18,7 @@ KL_SCHEDULES = ("constant", "linear", "cyclical")
 
 def beta_at(step: int, beta: float, schedule: str = "constant", warmup_steps: int = 0,
             cycle_steps: int = 0, cycle_ratio: float = 0.5) -> float:
-    """The beta in use at optimiser step ``step`` (0-based).
+    """The beta in use after ``step`` training batches (0-based; see :mod:`vae_lightning.steps`).
 
     constant: ``beta`` throughout.
     linear:   warm-up from 0 to ``beta`` over ``warmup_steps`` steps, then ``beta``
@@ -37,7 +38,7 @@ def beta_at(step: int, beta: float, schedule: str = "constant", warmup_steps: in
 
 
 def cosine_annealing(optimizer: torch.optim.Optimizer, total_steps: int, eta_min: float = 0.0) -> dict[str, Any]:
-    """From the optimiser's lr down to ``eta_min`` over the whole run, every optimiser step."""
+    """From the optimiser's lr down to ``eta_min`` over the whole run, every training batch."""
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total_steps)), eta_min=eta_min)
     return {"scheduler": scheduler, "interval": "step"}
 

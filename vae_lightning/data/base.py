@@ -21,9 +21,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..callbacks import batches_done_this_epoch
 from ..checks import check_data_args, is_number
 from ..errors import ConfigError, VAEUserError
+from ..steps import batches_done_this_epoch
 from .batches import EpochOrder, TensorBatches
 from .sources import ImageSource, TensorSource, read_all
 

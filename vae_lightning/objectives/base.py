@@ -7,6 +7,11 @@
 
 All values are per example, in nats: summed over data and latent dimensions, not averaged.
 Nothing here knows about Lightning, so it can be tested and reused alone.
+
+An objective is a ``torch.nn.Module``, like the other parts: what it holds (a discriminator, say) is in
+the VAE's ``parameters()``, its ``state_dict`` and its device and dtype moves. One that trains
+parameters of its own with an optimiser of its own (FactorVAE's discriminator) sets ``optimizer`` and
+implements ``own_loss``; the VAE then takes two optimiser steps per batch (see :class:`Objective`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch import nn
 
 from ..checks import require_choice, require_int, require_number
 from ..errors import ConfigError
@@ -97,18 +103,34 @@ class Terms:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Objective:
-    """K samples of z per example, a beta schedule, and the KL estimator. Subclasses implement ``__call__``.
+class Objective(nn.Module):
+    """K samples of z per example, a beta schedule, and the KL estimator. Subclasses implement ``forward``,
+    called as ``objective(x, q, decode, prior, likelihood, step=0, with_iwae=False) -> Terms``.
 
     num_samples:  K, the Monte-Carlo samples of z per example.
     beta, kl_schedule, warmup_steps, cycle_steps, cycle_ratio: the weight of the KL term against the
-                  optimiser step (see :func:`vae_lightning.schedules.beta_at`).
+                  training batches seen (``step``; see :func:`vae_lightning.schedules.beta_at`).
     kl_estimator: ``auto`` (analytic where the posterior/prior pair has a closed form, else Monte
                   Carlo), ``analytic`` (refuse a pair without one) or ``monte_carlo`` (always).
+
+    An objective that trains parameters of its own (a discriminator, a critic) with an optimiser of
+    its own sets ``optimizer`` (a partial, ``optimizer(params) -> torch.optim.Optimizer``, from its
+    config) and implements :meth:`own_loss`. The VAE then trains in two updates per batch, counted as
+    one batch (:mod:`vae_lightning.steps`): the VAE's optimiser on the VAE's parameters with the loss
+    of ``forward``, in which this objective's own parameters are constants (the VAE turns their
+    ``requires_grad`` off around the call); then ``optimizer`` on this objective's parameters with
+    ``own_loss()``. Both gradients come from one backward pass of the sum (one gradient reduction under
+    DDP), so ``own_loss`` must reach no parameter of the VAE: it uses what ``forward`` kept, detached.
+    Gradient clipping and the LR schedule apply to the VAE's optimiser only.
     """
+
+    #: A partial building this objective's own optimiser over its parameters, or None (the default: the
+    #: objective has nothing of its own to train, and the VAE trains with one optimiser step per batch).
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None
 
     def __init__(self, num_samples: int = 1, beta: float = 1.0, kl_schedule: str = "constant", warmup_steps: int = 0,
                  cycle_steps: int = 0, cycle_ratio: float = 0.5, kl_estimator: str = "auto"):
+        super().__init__()
         self.num_samples = require_int("num_samples", num_samples, 1)
         self.beta = require_number("beta", beta, least=0)
         self.kl_schedule = require_choice("kl_schedule", kl_schedule, KL_SCHEDULES)
@@ -124,7 +146,7 @@ class Objective:
         self.kl_estimator = require_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
 
     def beta_at(self, step: int) -> float:
-        """The beta in use at optimiser step ``step``."""
+        """The beta in use after ``step`` training batches."""
         return beta_at(step, self.beta, self.kl_schedule, self.warmup_steps, self.cycle_steps, self.cycle_ratio)
 
     @property
@@ -149,15 +171,20 @@ class Objective:
         Returns log p(x|z_k) [K, B], log p(z_k) - log q(z_k|x) [K, B] (None unless needed: a
         Monte-Carlo KL or ``need_log_ratio``), kl [B] and kl_per_dim [B, D] or None.
         """
-        monte_carlo = self.kl_estimator == "monte_carlo" or not has_analytic_kl(q, prior)
-        if monte_carlo or need_log_ratio:
-            z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
-            log_ratio = prior.log_prob(z) - log_q
-        else:  # the ELBO with an analytic KL: no log-density to evaluate, on the training's hot path
-            z, log_ratio = q.rsample(self.num_samples), None
+        z, log_ratio = self.draw(q, prior, need_log_ratio)
         log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
         kl, kl_per_dim = self.kl_terms(q, prior, log_ratio)
         return log_px_z, log_ratio, kl, kl_per_dim
+
+    def draw(self, q, prior, need_log_ratio: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """K samples z [K, B, D] of q, and log p(z_k) - log q(z_k|x) [K, B] when a Monte-Carlo KL or
+        ``need_log_ratio`` needs it (else None)."""
+        monte_carlo = self.kl_estimator == "monte_carlo" or not has_analytic_kl(q, prior)
+        if monte_carlo or need_log_ratio:
+            z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
+            return z, prior.log_prob(z) - log_q
+        # the ELBO with an analytic KL: no log-density to evaluate, on the training's hot path
+        return q.rsample(self.num_samples), None
 
     def kl_terms(self, q, prior, log_ratio: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The logged KL as every objective gives it: analytic where the pair has a closed form (unless
@@ -168,7 +195,14 @@ class Objective:
             self.check(q, prior)  # raises: the pair has no closed form
         return analytic if analytic is not None else (-log_ratio.mean(dim=0), None)
 
-    def __call__(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor], prior,
-                 likelihood: Likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
-        """The terms of a batch x [B, *event] with q(z|x) from the encoder."""
+    def forward(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor], prior,
+                likelihood: Likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
+        """The terms of a batch x [B, *event] with q(z|x) from the encoder; ``step``: the training batches
+        seen so far (what schedules read)."""
         raise NotImplementedError
+
+    def own_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """For an objective with an ``optimizer``: the loss of its own parameters on the batch its last
+        ``forward`` saw (0-dim), and 0-dim values to log beside it (``train/NAME``). Called once per
+        training batch, right after ``forward``; it must not reach the VAE's parameters (detach)."""
+        raise NotImplementedError(f"{type(self).__name__} sets an optimizer but does not implement own_loss()")

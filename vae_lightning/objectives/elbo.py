@@ -41,7 +41,7 @@ class ELBO(Objective):
                               f"{latent_dim} (one group: the whole KL) or objective.free_bits=0")
         return kind
 
-    def __call__(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
+    def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
         beta = self.beta_at(step)
         log_px_z, log_ratio, kl, kl_per_dim = self.sample_terms(x, q, decode, prior, likelihood, with_iwae)
         recon = -log_px_z.mean(dim=0)  # [B]

@@ -24,7 +24,7 @@ class IWAE(Objective):
     def reports_iwae(self) -> bool:
         return True
 
-    def __call__(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
+    def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
         beta = self.beta_at(step)
         log_px_z, log_ratio, kl, kl_per_dim = self.sample_terms(x, q, decode, prior, likelihood, need_log_ratio=True)
         recon = -log_px_z.mean(dim=0)

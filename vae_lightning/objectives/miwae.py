@@ -78,7 +78,7 @@ class MIWAE(Objective):
     def reports_iwae(self) -> bool:
         return True
 
-    def __call__(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
+    def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
         beta = self.beta_at(step)
         z, log_q = q.rsample_and_log_prob(self.total_samples)  # [M*K, B, D], [M*K, B]
         log_px_z, log_pz = _Model(decode, prior, likelihood)(x, z)  # [M*K, B] each
@@ -106,7 +106,7 @@ class PIWAE(MIWAE):
     through q.
     """
 
-    def __call__(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
+    def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
         beta = self.beta_at(step)
         model = _Model(decode, prior, likelihood)
         z, log_q = q.rsample_and_log_prob(self.total_samples)  # [M*K, B, D], [M*K, B]
@@ -145,7 +145,7 @@ class CIWAE(Objective):
     def reports_iwae(self) -> bool:
         return True
 
-    def __call__(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
+    def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = True) -> Terms:
         beta, c = self.beta_at(step), self.ciwae_beta
         log_px_z, log_ratio, kl, kl_per_dim = self.sample_terms(x, q, decode, prior, likelihood, need_log_ratio=True)
         recon = -log_px_z.mean(dim=0)  # [B]

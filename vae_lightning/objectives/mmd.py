@@ -76,7 +76,7 @@ class MMD(Objective):
         self.kernel = require_choice("kernel", kernel, KERNELS)
         self.kernel_scale = None if kernel_scale is None else require_number("kernel_scale", kernel_scale, above=0)
 
-    def __call__(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
+    def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
         beta = self.beta_at(step)
         z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
         log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B]

@@ -104,7 +104,7 @@ class BetaTCVAE(Objective):
                               f"dimensions; {type(q).__name__} does not: use model/posterior=diagonal_gaussian")
         return super().check(q, prior)
 
-    def __call__(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
+    def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
         self.check(q, prior)
         beta = self.beta_at(step)
         z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
