@@ -206,6 +206,16 @@ def test_bernoulli_on_intensities_warns(fake_mnist, tmp_path, caplog):
                for r in caplog.records)
 
 
+def test_binary_data_stored_as_0_255_needs_no_binarisation_warning(caplog):
+    from conftest import compose_config
+    from vae_lightning.checks import _warn_binary_likelihood_on_intensities
+
+    _warn_binary_likelihood_on_intensities(compose_config("data=dsprites"))  # dSprites: binary as stored
+    assert not any("A likelihood over binary data" in r.getMessage() for r in caplog.records)
+    _warn_binary_likelihood_on_intensities(compose_config("data.binarize=none"))  # MNIST intensities
+    assert any("A likelihood over binary data" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.slow
 def test_compile_true_trains_the_compiled_model(fake_mnist, tmp_path):
     cfg = _compose("logger=none", "callbacks=none", "compile=true", f"paths.data_dir={fake_mnist}",

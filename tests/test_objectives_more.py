@@ -11,7 +11,7 @@ from torch import nn
 from conftest import make_vae
 from linear_gaussian import LinearGaussian
 from vae_lightning.data import MNISTDataModule
-from vae_lightning.errors import ConfigError
+from vae_lightning.errors import ConfigError, VAEUserError
 from vae_lightning.likelihoods import Gaussian, LearnedGaussian
 from vae_lightning.objectives import CIWAE, ELBO, IWAE, MIWAE, MMD, PIWAE, BetaTCVAE
 from vae_lightning.objectives.mmd import mmd
@@ -246,6 +246,7 @@ def test_mmd_objective_adds_the_weighted_discrepancy_to_the_beta_weighted_elbo_l
 def test_each_objective_builds_trains_and_logs_its_terms(name, logged, fake_mnist, tmp_path):
     torch.set_default_dtype(torch.float32)
     model = make_vae(f"objective={name}", "model.latent_dim=3", "model.encoder.hidden_dims=[32]")
+    model.objective.set_training_size(1000)  # what the VAE does when it trains (beta-TCVAE's N)
     terms = model(torch.bernoulli(torch.rand(8, 1, 28, 28)))
     assert torch.isfinite(terms.loss).all() and terms.loss.shape == (8,)
     terms.loss.mean().backward()
@@ -257,10 +258,20 @@ def test_each_objective_builds_trains_and_logs_its_terms(name, logged, fake_mnis
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, log_every_n_steps=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)
+    if name == "beta_tcvae":
+        model.objective.dataset_size = None  # as built from the YAML (dataset_size: null): N comes from the data
     trainer.fit(model, dm)
     metrics = trainer.logged_metrics
     for key in [f"{split}/{term}" for split in ("train", "val") for term in ["elbo", *logged]]:
         assert key in metrics and torch.isfinite(metrics[key]), key
+    if name == "beta_tcvae":
+        assert model.objective.dataset_size == 500  # the fake MNIST's 600 training images less the 100 held out
+
+
+def test_beta_tcvae_without_its_n_says_how_to_give_it():
+    model = make_vae("objective=beta_tcvae", "model.latent_dim=3", "model.encoder.hidden_dims=[32]")
+    with pytest.raises(VAEUserError, match="objective.dataset_size=null takes N from the training data"):
+        model(torch.rand(4, 1, 28, 28))
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -217,10 +217,12 @@ def _warn_binary_likelihood_on_intensities(cfg: Mapping[str, Any]) -> None:
         return
     try:
         kind = getattr(get_class(likelihood["_target_"]), "data_kind", None)
+        # Data whose images are binary as stored (dSprites) needs no binarisation.
+        binary_data = getattr(get_class(cfg["data"]["_target_"]), "binary_images", False)
     except Exception:  # a bad target: the model's builder says so
         return
     name = likelihood["_target_"].rsplit(".", 1)[-1]
-    if kind == "binary" and binarize == "none":
+    if kind == "binary" and binarize == "none" and not binary_data:
         log.warning("A likelihood over binary data (model.likelihood: %s) on data.binarize=none: its numbers on "
                     "intensities are not log-likelihoods. Use data.binarize=dynamic or "
                     "model/likelihood=continuous_bernoulli.", name)

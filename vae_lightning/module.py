@@ -316,6 +316,12 @@ class VAE(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val,
                                 gradient_clip_algorithm=self.gradient_clip_algorithm)
 
+    def setup(self, stage: str) -> None:
+        # The DataModule is set up by now: an objective whose estimate needs N (beta-TCVAE) is told it.
+        train_set = getattr(getattr(self._trainer, "datamodule", None), "train_set", None)
+        if train_set is not None:
+            self.objective.set_training_size(len(train_set))
+
     def on_train_epoch_end(self) -> None:
         # A short epoch (fewer steps than trainer.log_every_n_steps, or limit_train_batches) reaches no
         # logger step: record its last batch's terms with the epoch's metrics.

@@ -268,6 +268,8 @@ class DSpritesDataModule(FactorDataModule):
     """
 
     name = "dSprites"
+    #: Stored as 0/255 already: a Bernoulli likelihood applies with data.binarize=none.
+    binary_images = True
     resource = Resource(FILENAME, MD5, urls=(URL,))
     mirrors: tuple[str, ...] = ()
 

@@ -201,6 +201,11 @@ class Objective(nn.Module):
         seen so far (what schedules read)."""
         raise NotImplementedError
 
+    def set_training_size(self, num_examples: int) -> None:
+        """Told N, the number of training examples, before training or testing starts (the VAE passes its
+        DataModule's); an objective whose estimate needs N (beta-TCVAE's q(z)) takes it here. By default
+        nothing."""
+
     def own_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """For an objective with an ``optimizer``: the loss of its own parameters on the batch its last
         ``forward`` saw (0-dim), and 0-dim values to log beside it (``train/NAME``). Called once per

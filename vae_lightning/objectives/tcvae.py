@@ -22,8 +22,9 @@ and log q(z_d) are estimated from the batch of B examples (``estimator``):
               an unbiased estimate of q(z) when the batch is a uniform draw from the data, with weights
               that add up to 1, so a batch of identical posteriors gives mi = tc = 0.
 
-N is ``dataset_size``, the number of training examples (55000 for MNIST with the default 5000 held out
-for validation): set it for your data.
+N is ``dataset_size``, the number of training examples: by default (None) the training split's size,
+which the VAE tells the objective before training or testing (55000 for MNIST with the default 5000 held
+out for validation, 722,280 for dSprites); an integer fixes it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import math
 import torch
 
 from ..checks import require_choice, require_int, require_number
-from ..errors import ConfigError
+from ..errors import ConfigError, VAEUserError
 from ..posteriors import DiagonalGaussian
 from .base import Objective, Terms, full_precision, iwae_bound
 
@@ -89,10 +90,11 @@ class BetaTCVAE(Objective):
 
     def __init__(self, num_samples: int = 1, beta: float = 6.0, kl_schedule: str = "constant", warmup_steps: int = 0,
                  cycle_steps: int = 0, cycle_ratio: float = 0.5, kl_estimator: str = "auto",
-                 dataset_size: int = 55000, mi_weight: float = 1.0, dwkl_weight: float = 1.0,
+                 dataset_size: int | None = None, mi_weight: float = 1.0, dwkl_weight: float = 1.0,
                  estimator: str = "mws"):
         super().__init__(num_samples, beta, kl_schedule, warmup_steps, cycle_steps, cycle_ratio, kl_estimator)
-        self.dataset_size = require_int("dataset_size", dataset_size, 1)
+        self.from_data = dataset_size is None  # N is the training split's size, told by the VAE
+        self.dataset_size = None if self.from_data else require_int("dataset_size", dataset_size, 1)
         self.mi_weight = require_number("mi_weight", mi_weight, least=0)
         self.dwkl_weight = require_number("dwkl_weight", dwkl_weight, least=0)
         self.estimator = require_choice("estimator", estimator, ESTIMATORS)
@@ -104,8 +106,16 @@ class BetaTCVAE(Objective):
                               f"dimensions; {type(q).__name__} does not: use model/posterior=diagonal_gaussian")
         return super().check(q, prior)
 
+    def set_training_size(self, num_examples: int) -> None:
+        if self.from_data:
+            self.dataset_size = int(num_examples)
+
     def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
         self.check(q, prior)
+        if self.dataset_size is None:
+            raise VAEUserError("objective.dataset_size=null takes N from the training data, which this objective "
+                               "was not given: set objective.dataset_size=N (the number of training examples), or "
+                               "call set_training_size(N) first.")
         beta = self.beta_at(step)
         z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
         log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B]
