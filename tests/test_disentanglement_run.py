@@ -34,11 +34,14 @@ def sweep(tmp_path_factory, fake_mnist):
     result = run_train(["-m", "+experiment=dsprites", "objective=beta_tcvae,factor_vae", "objective.beta=4",
                         *FAST, f"paths.data_dir={tmp / 'data'}", f"hydra.sweep.dir={sweep_dir}"], env, tmp, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    return sweep_dir, env
+    return sweep_dir, env, result.stdout
 
 
 def test_a_dsprites_sweep_logs_the_metrics_draws_them_and_summarises_them(sweep):
-    sweep_dir, _ = sweep
+    sweep_dir, _, stdout = sweep
+    # Each job ends with its headline scores on a line of their own, apart from the terms in nats.
+    assert stdout.count("disentanglement: mig=") == 2 and "dci_d=" in stdout
+    assert all("test/dis/" not in line for line in stdout.splitlines() if line.startswith("test metrics:"))
     for job, objective in (("0", "BetaTCVAE"), ("1", "FactorVAE")):
         run_dir = sweep_dir / job
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -66,7 +69,7 @@ def test_a_dsprites_sweep_logs_the_metrics_draws_them_and_summarises_them(sweep)
 
 
 def test_eval_gives_a_checkpoints_metrics_the_same_on_one_process_and_on_two(sweep, tmp_path):
-    sweep_dir, env = sweep
+    sweep_dir, env, _ = sweep
     test = json.loads((sweep_dir / "0" / "metrics.json").read_text())
     ckpt = test["best_checkpoint"]  # the weights the run's own test measured
     reports = {}

@@ -27,6 +27,9 @@ from .steps import batches_seen
 
 log = logging.getLogger(__name__)
 
+#: The disentanglement scores printed at the end of a run on data with known factors.
+HEADLINE_SCORES = ("mig", "dci_d", "factor_vae", "beta_vae", "sap")
+
 # Noise that says nothing about the run: a deprecation inside Lightning's pytree helper
 # under recent PyTorch, a hint that does not apply, and an advertisement for another logging service.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -246,10 +249,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": best, **metrics}, indent=2) + "\n")
-        summary = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+        summary = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items())
+                            if k.startswith("test/") and not k.startswith("test/dis/"))
         if summary:
             log.info(f"Final test metrics (nats per example, best checkpoint {best or 'none'}): {summary}")
             print(f"test metrics: {summary}")
+        # The headline disentanglement scores (all of them are in metrics.json and the log above).
+        scores = "  ".join(f"{k}={metrics[f'test/dis/{k}']:.3f}" for k in HEADLINE_SCORES if f"test/dis/{k}" in metrics)
+        if scores:
+            print(f"disentanglement: {scores}")
     for logger in trainer.loggers:
         logger.finalize("success")
     _finish_wandb()
