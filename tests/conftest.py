@@ -1,6 +1,8 @@
 import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +98,16 @@ def train_env(monkeypatch) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server over a folder: the official hosts, without a network."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", served
+    httpd.shutdown()

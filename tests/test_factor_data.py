@@ -3,15 +3,12 @@ procedural generator) and 3D Shapes (the official .h5), as DataModules of the im
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import logging
 import math
 import pickle
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -76,19 +73,6 @@ def write_fake_shapes3d(path: Path, sizes=(2, 3, 1, 2, 2, 3), seed: int = 0, shu
 @pytest.fixture(scope="module")
 def generated() -> FactorGrid:
     return DSpritesDataModule(data_dir="/nonexistent", source="generate").ground_truth
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server over a folder: the official hosts, without a network."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", served
-    httpd.shutdown()
 
 
 # -- the contract ------------------------------------------------------------------------------

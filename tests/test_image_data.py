@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import logging
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,19 +15,6 @@ from vae_lightning.data import (ArraysDataModule, CelebADataModule, CIFAR10DataM
                                 MNISTDataModule, cifar)
 from vae_lightning.data.download import Resource
 from vae_lightning.errors import ConfigError, DataError, VAEUserError
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server over a folder: the official hosts, without a network."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", served
-    httpd.shutdown()
 
 
 @pytest.fixture
