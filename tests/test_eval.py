@@ -93,3 +93,9 @@ def test_a_damaged_checkpoint_is_one_clear_error(run_dir, train_env, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(damaged) in line and "damaged or not a checkpoint" in line
+
+
+def test_evaluations_are_written_apart_from_training_runs():
+    # The README's outputs/eval/<date>/<time>/eval_metrics.json, not a training run's outputs/<date>/<time>.
+    cfg = compose_run(config_name="eval", return_hydra_config=True)
+    assert cfg.hydra.run.dir.startswith("outputs/eval/")
