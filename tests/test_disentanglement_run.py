@@ -59,7 +59,10 @@ def test_a_dsprites_sweep_logs_the_metrics_draws_them_and_summarises_them(sweep)
         config = (run_dir / ".hydra" / "config.yaml").read_text()
         assert f"vae_lightning.objectives.{objective}" in config
         for picture in ("mi_heatmap", "factor_traversals"):
-            for name in ("epoch_000.png", "test.png"):
+            # One per evaluation, named by the training batches seen (two validations within the one epoch).
+            names = sorted(p.name for p in (run_dir / "images" / picture).iterdir())
+            assert names == ["step_0000002.png", "step_0000004.png", "test.png"], (picture, names)
+            for name in names:
                 assert (run_dir / "images" / picture / name).read_bytes()[:4] == b"\x89PNG", (picture, name)
     log = (sweep_dir / "0" / "train.log").read_text()
     assert "disentanglement (test): mig=" in log
@@ -120,3 +123,32 @@ def test_eval_offers_every_setting_at_the_reference_size():
     assert OmegaConf.to_container(cfg.disentanglement_settings) == DEFAULT_SETTINGS
     preset = compose_run("+experiment=dsprites").callbacks.disentanglement
     assert set(preset.settings) == set(preset.test_settings) == set(DEFAULT_SETTINGS)
+
+
+def test_the_check_for_known_factors_reads_no_data(tmp_path):
+    # eval.py checks before the test downloads anything: a 3D Shapes run whose file is not there yet passes.
+    from vae_lightning.data import MNISTDataModule, Shapes3DDataModule
+    from vae_lightning.disentanglement.callback import require_known_factors
+    from vae_lightning.errors import VAEUserError
+
+    require_known_factors(Shapes3DDataModule(data_dir=tmp_path, download=True), "disentanglement=true")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(VAEUserError, match="disentanglement=true needs data with known factors"):
+        require_known_factors(MNISTDataModule(data_dir=tmp_path), "disentanglement=true")
+
+
+def test_an_error_on_rank_zero_reaches_every_process():
+    from types import SimpleNamespace
+
+    from vae_lightning.disentanglement.callback import run_on_rank_zero
+
+    def fail():
+        raise ValueError("no codes")
+
+    sent = []
+    strategy = SimpleNamespace(broadcast=lambda obj, src: sent.append(obj) or obj)
+    with pytest.raises(ValueError, match="no codes"):
+        run_on_rank_zero(SimpleNamespace(is_global_zero=True, strategy=strategy), fail)
+    assert isinstance(sent[0], ValueError)  # broadcast, so the other processes raise it too
+    assert run_on_rank_zero(SimpleNamespace(is_global_zero=False, strategy=SimpleNamespace(
+        broadcast=lambda obj, src: {"mig": 0.5})), fail) == {"mig": 0.5}  # a rank > 0 computes nothing

@@ -278,9 +278,9 @@ def _disentanglement_settings(cfg: DictConfig, datamodule: Any) -> dict[str, Any
     data has known factors); else None."""
     if not cfg.get("disentanglement"):
         return None
-    from .disentanglement.callback import checked_settings, ground_truth_of
+    from .disentanglement.callback import checked_settings, require_known_factors
 
-    ground_truth_of(datamodule, "disentanglement=true")
+    require_known_factors(datamodule, "disentanglement=true")  # the data is read (or downloaded) by the test
     return checked_settings("disentanglement_settings", OmegaConf.to_container(
         cfg.get("disentanglement_settings") or OmegaConf.create({})))
 
@@ -289,16 +289,15 @@ def _disentanglement(cfg: DictConfig, model: VAE, datamodule: Any, trainer: L.Tr
                      settings: dict[str, Any]) -> dict[str, float]:
     """``dis/<name>``: the disentanglement metrics of the checkpoint (with disentanglement_lib's sample sizes
     unless ``disentanglement_settings`` shrinks them), computed by rank 0 and handed to every process."""
-    from .disentanglement.callback import measure
+    from .disentanglement.callback import ground_truth_of, measure, run_on_rank_zero
 
-    results = None
-    if trainer.is_global_zero:
+    def compute() -> dict[str, float]:
         start = time.perf_counter()
-        scores, _ = measure(model.to(trainer.strategy.root_device), datamodule.ground_truth,
+        scores, _ = measure(model.to(trainer.strategy.root_device), ground_truth_of(datamodule, "disentanglement=true"),
                             int(cfg.get("disentanglement_seed", 0)), settings)
-        results = {f"dis/{k}": float(v) for k, v in scores.items()}
-        results["dis/seconds"] = time.perf_counter() - start
-    return trainer.strategy.broadcast(results, src=0)
+        return {**{f"dis/{k}": float(v) for k, v in scores.items()}, "dis/seconds": time.perf_counter() - start}
+
+    return run_on_rank_zero(trainer, compute)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -11,26 +11,48 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import lightning as L
 import torch
 
 from ..checks import require_int
 from ..errors import VAEUserError
+from ..steps import batches_seen
 from .metrics import discrete_entropy, evaluate_disentanglement, mutual_info_matrix, resolve_settings, sample_codes
 from .plots import captured_factors, normalised_mi, plot_factor_traversals, plot_mi_heatmap
 
 log = logging.getLogger("vae_lightning")
 
 
-def ground_truth_of(datamodule: Any, key: str) -> Any:
-    """The datamodule's known factors, or a VAEUserError that says which data has them."""
-    data = getattr(datamodule, "ground_truth", None)
-    if data is None:
+def require_known_factors(datamodule: Any, key: str) -> None:
+    """A VAEUserError that says which data has known factors, unless ``datamodule``'s class has them
+    (``ground_truth``). Reads nothing: the files may not be downloaded yet."""
+    if getattr(type(datamodule), "ground_truth", None) is None and getattr(datamodule, "ground_truth", None) is None:
         raise VAEUserError(f"{key} needs data with known factors (data=dsprites or data=shapes3d); "
                            f"{type(datamodule).__name__} has none: remove it (~{key}) or change the data.")
-    return data
+
+
+def ground_truth_of(datamodule: Any, key: str) -> Any:
+    """The datamodule's known factors (its whole grid, read when first asked), or a VAEUserError that says
+    which data has them."""
+    require_known_factors(datamodule, key)
+    return datamodule.ground_truth
+
+
+def run_on_rank_zero(trainer: L.Trainer, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on rank 0, its result handed to every process; an error there is raised on every
+    process (the others would otherwise wait for the broadcast for ever)."""
+    result = None
+    if trainer.is_global_zero:
+        try:
+            result = compute()
+        except Exception as e:  # noqa: BLE001 - raised again below, on every process
+            result = e
+    result = trainer.strategy.broadcast(result, src=0)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def encoder_of(model: Any, batch_size: int = 1000):
@@ -85,7 +107,8 @@ class DisentanglementMetrics(L.Callback):
     are disentanglement_lib's, which take minutes on a CPU); ``test_settings`` those of the test
     (``{}``: the reference's). Each evaluation also writes two pictures to ``dirpath``:
     ``mi_heatmap/`` (the latent x factor mutual information) and ``factor_traversals/`` (traversals
-    labelled by the factor each latent captures), logged to wandb beside the others.
+    labelled by the factor each latent captures), as ``step_NNNNNNN.png`` (training batches seen) and
+    ``test.png``, logged to wandb beside the others.
     """
 
     def __init__(self, every_n_validations: int = 1, seed: int = 0, settings: Mapping[str, Any] | None = None,
@@ -108,7 +131,7 @@ class DisentanglementMetrics(L.Callback):
         self.validations = int(state_dict.get("validations", 0))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        ground_truth_of(trainer.datamodule, "callbacks.disentanglement")  # a clear error before any training
+        require_known_factors(trainer.datamodule, "callbacks.disentanglement")  # a clear error before any training
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or self.every_n_validations == 0:
@@ -121,8 +144,7 @@ class DisentanglementMetrics(L.Callback):
         self._evaluate(trainer, pl_module, "test", self.test_settings, "test")
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str, settings: dict, where: str):
-        metrics: dict[str, float] | None = None
-        if trainer.is_global_zero:
+        def compute() -> dict[str, float]:
             start = time.perf_counter()
             data = ground_truth_of(trainer.datamodule, "callbacks.disentanglement")
             metrics, mi = measure(pl_module, data, self.seed, settings)
@@ -131,7 +153,9 @@ class DisentanglementMetrics(L.Callback):
             log.info(f"disentanglement ({where}): {shown}  ({seconds:.1f} s)")
             if self.dirpath is not None:
                 self._pictures(trainer, pl_module, data, mi, split, where)
-        metrics = trainer.strategy.broadcast(metrics, src=0)  # every process logs rank 0's numbers
+            return metrics
+
+        metrics = run_on_rank_zero(trainer, compute)  # every process logs rank 0's numbers
         self.last = metrics
         for name, value in metrics.items():
             pl_module.log(f"{split}/dis/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
@@ -143,7 +167,8 @@ class DisentanglementMetrics(L.Callback):
         import matplotlib
 
         matplotlib.use("Agg")
-        name = f"epoch_{trainer.current_epoch:03d}.png" if split == "val" else "test.png"
+        # By training batch: the preset validates several times an epoch.
+        name = f"step_{batches_seen(trainer):07d}.png" if split == "val" else "test.png"
         heatmap = plot_mi_heatmap(mi, data.factor_names, self.dirpath / "mi_heatmap" / name, where)
         images, _ = data.sample(1, torch.Generator().manual_seed(self.seed + 2))
         represent = encoder_of(pl_module)
@@ -159,4 +184,4 @@ class DisentanglementMetrics(L.Callback):
         finally:
             pl_module.train(was_training)
         ImageLogger._log_to_wandb(trainer, {"mi_heatmap": heatmap, "factor_traversals": traversals},
-                                  trainer.current_epoch, trainer.global_step)
+                                  trainer.current_epoch, batches_seen(trainer))
