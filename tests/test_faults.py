@@ -321,3 +321,15 @@ def test_matmul_precision_is_applied_and_a_bad_one_is_one_clear_error(fake_mnist
     with pytest.raises(VAEUserError, match=r"^matmul_precision='tf32' but it must be one of highest, high, medium\.$"):
         train(cfg)
     assert seen == ["high"]  # refused before anything was built
+
+
+@pytest.mark.parametrize("max_epochs, epoch, shown", [(1, 0, "Epoch 1/1"), (10, 4, "Epoch 5/10"), (-1, 2, "Epoch 3"),
+                                                      (None, 0, "Epoch 1")])
+def test_the_progress_bar_counts_epochs_as_the_log_line_does(max_epochs, epoch, shown):
+    from types import SimpleNamespace
+
+    from vae_lightning.callbacks import ProgressBar
+
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=max_epochs)
+    assert bar._get_train_description(epoch).strip() == shown

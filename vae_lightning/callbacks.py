@@ -126,7 +126,14 @@ class EpochSummary(L.Callback):
 
 
 class ProgressBar(RichProgressBar):
-    """Lightning's rich progress bar without the logger's version number (``v_num``)."""
+    """Lightning's rich progress bar without the logger's version number (``v_num``), counting epochs from 1
+    as the epoch log line does ("Epoch 1/1" for a one-epoch run, not "Epoch 0/0"; "Epoch 1" when only
+    ``max_steps`` or ``max_time`` bounds the run, not "Epoch 0/-2")."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        total = self.trainer.max_epochs
+        text = f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None and total > 0 else "")
+        return f"{text:{len(self.validation_description)}}"  # padded as Lightning does: no flicker
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)
