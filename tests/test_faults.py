@@ -208,12 +208,22 @@ def test_bernoulli_on_intensities_warns(fake_mnist, tmp_path, caplog):
 
 def test_binary_data_stored_as_0_255_needs_no_binarisation_warning(caplog):
     from conftest import compose_config
-    from vae_lightning.checks import _warn_binary_likelihood_on_intensities
+    from vae_lightning.checks import warn_likelihood_for_data
 
-    _warn_binary_likelihood_on_intensities(compose_config("data=dsprites"))  # dSprites: binary as stored
+    warn_likelihood_for_data(compose_config("data=dsprites"), 1)  # dSprites: binary as stored
     assert not any("A likelihood over binary data" in r.getMessage() for r in caplog.records)
-    _warn_binary_likelihood_on_intensities(compose_config("data.binarize=none"))  # MNIST intensities
-    assert any("A likelihood over binary data" in r.getMessage() for r in caplog.records)
+    warn_likelihood_for_data(compose_config("data.binarize=none"), 1)  # MNIST intensities
+    assert any("Use data.binarize=dynamic" in r.getMessage() for r in caplog.records)
+
+
+def test_the_advice_for_a_bernoulli_likelihood_on_colour_data_works_for_colour(caplog):
+    from conftest import compose_config
+    from vae_lightning.checks import warn_likelihood_for_data
+
+    # data.binarize is refused for colour: the advice names the 8-bit likelihoods instead.
+    warn_likelihood_for_data(compose_config("+experiment=cifar10", "model/likelihood=bernoulli"), 3)
+    (message,) = [r.getMessage() for r in caplog.records if "A likelihood over binary data" in r.getMessage()]
+    assert "model/likelihood=discretized_logistic" in message and "binarize=dynamic" not in message
 
 
 @pytest.mark.slow

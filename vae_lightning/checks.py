@@ -204,11 +204,11 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     precision = cfg.get("matmul_precision", "highest")
     if precision not in MATMUL_PRECISIONS:
         raise ConfigError("matmul_precision", precision, f"but it must be one of {', '.join(MATMUL_PRECISIONS)}")
-    _warn_binary_likelihood_on_intensities(cfg)
 
 
-def _warn_binary_likelihood_on_intensities(cfg: Mapping[str, Any]) -> None:
-    """A likelihood for one kind of data on another: numbers that mean little, said at the start."""
+def warn_likelihood_for_data(cfg: Mapping[str, Any], channels: int) -> None:
+    """A likelihood for one kind of data on another: numbers that mean little, said at the start, with
+    advice that works for the data at hand (``channels`` of its images: binarisation is for one channel)."""
     from hydra.utils import get_class
 
     likelihood = cfg["model"].get("likelihood") or {}
@@ -223,9 +223,11 @@ def _warn_binary_likelihood_on_intensities(cfg: Mapping[str, Any]) -> None:
         return
     name = likelihood["_target_"].rsplit(".", 1)[-1]
     if kind == "binary" and binarize == "none" and not binary_data:
+        fix = ("data.binarize=dynamic or model/likelihood=continuous_bernoulli" if channels == 1 else
+               "an 8-bit likelihood for colour data, e.g. model/likelihood=discretized_logistic (or "
+               "discretized_mixture, categorical)")
         log.warning("A likelihood over binary data (model.likelihood: %s) on data.binarize=none: its numbers on "
-                    "intensities are not log-likelihoods. Use data.binarize=dynamic or "
-                    "model/likelihood=continuous_bernoulli.", name)
+                    "intensities are not log-likelihoods. Use %s.", name, fix)
     elif kind == "discrete" and binarize != "none":
         log.warning("An 8-bit likelihood (model.likelihood: %s) on binarised data (data.binarize=%s): it only ever "
                     "sees the values 0 and 255, so its bits per dimension mean little. Use data.binarize=none, or "

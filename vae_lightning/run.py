@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .checks import check_config
+from .checks import check_config, warn_likelihood_for_data
 from .errors import VAEUserError
 from .module import VAE
 from .steps import batches_seen
@@ -201,6 +201,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     input_shape = datamodule.input_shape
     if hasattr(datamodule, "check_binarize"):  # before anything is built: binarize is for one channel
         datamodule.check_binarize(input_shape[0])
+    warn_likelihood_for_data(cfg, input_shape[0])
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     model = VAE.from_config(resolved, input_shape)
     kl_estimator = model.kl_estimator
