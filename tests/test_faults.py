@@ -277,15 +277,16 @@ def test_the_epoch_line_of_a_run_resumed_mid_epoch_counts_from_the_resume(fake_m
 
 def test_an_8bit_likelihood_on_binarised_data_warns(caplog):
     from conftest import compose_run
-    from vae_lightning.checks import check_config
+    from vae_lightning.checks import warn_likelihood_for_data
 
     with caplog.at_level("WARNING", logger="vae_lightning"):
-        check_config(compose_run("model/likelihood=discretized_logistic", "paths.data_dir=/x", "paths.output_dir=/x"))
+        warn_likelihood_for_data(compose_run("model/likelihood=discretized_logistic", "paths.data_dir=/x",
+                                             "paths.output_dir=/x"), 1)
         assert any("An 8-bit likelihood (model.likelihood: DiscretizedLogistic) on binarised data "
                    "(data.binarize=dynamic)" in r.getMessage() for r in caplog.records)
         caplog.clear()
-        check_config(compose_run("model/likelihood=discretized_logistic", "data.binarize=none", "paths.data_dir=/x",
-                                 "paths.output_dir=/x"))
+        warn_likelihood_for_data(compose_run("model/likelihood=discretized_logistic", "data.binarize=none",
+                                             "paths.data_dir=/x", "paths.output_dir=/x"), 1)
         assert not caplog.records
 
 
