@@ -66,6 +66,7 @@ def test_a_dsprites_sweep_logs_the_metrics_draws_them_and_summarises_them(sweep)
                 assert (run_dir / "images" / picture / name).read_bytes()[:4] == b"\x89PNG", (picture, name)
     log = (sweep_dir / "0" / "train.log").read_text()
     assert "disentanglement (test): mig=" in log
+    assert f"run directory {sweep_dir / '0'} (checkpoints" in log  # where the run is written, said at its start
     header = (sweep_dir / "summary.md").read_text().splitlines()[0]
     assert "test/dis/mig" in header and "test/dis/factor_vae" in header
     assert (sweep_dir / "disentanglement.png").read_bytes()[:4] == b"\x89PNG"

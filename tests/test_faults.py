@@ -344,3 +344,42 @@ def test_the_progress_bar_counts_epochs_as_the_log_line_does(max_epochs, epoch, 
     bar = ProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=max_epochs)
     assert bar._get_train_description(epoch).strip() == shown
+
+
+def test_the_start_of_a_run_shows_the_parts_and_their_sizes_and_no_bookkeeping(monkeypatch):
+    import rich
+    from rich.console import Console
+
+    from vae_lightning.callbacks import PartsSummary
+    from vae_lightning.module import VAE  # noqa: F401 - the module whose summary this is
+
+    from conftest import make_vae
+    from lightning.pytorch.utilities.model_summary import summarize
+
+    console = Console(record=True, width=120)
+    monkeypatch.setattr(rich, "get_console", lambda: console)
+    summary = summarize(make_vae("model.latent_dim=4", "model.encoder.hidden_dims=[16]"), max_depth=1)
+    PartsSummary.summarize(summary._get_summary_data(), summary.total_parameters, summary.trainable_parameters,
+                           summary.model_size, summary.total_training_modes, summary.total_flops)
+    text = console.export_text()
+    for part in ("encoder", "decoder", "posterior", "prior", "likelihood", "objective"):
+        assert part in text
+    for noise in ("val_activity", "test_nll", "epoch_means", "FLOPs", "Mode"):
+        assert noise not in text
+    assert "trainable parameters" in text
+
+
+def test_lightnings_lines_that_ask_nothing_of_a_user_are_left_out(caplog):
+    import logging
+
+    import vae_lightning.run  # noqa: F401 - installs the filter
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(caplog.handler)  # Lightning's loggers do not propagate to the root's
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        logger.info("Trainer already configured with model summary callbacks: [PartsSummary]. Skipping setting a "
+                    "default `ModelSummary` callback.")
+        logger.info("Loading `train_dataloader` to estimate number of stepping batches.")
+        logger.info("GPU available: False, used: False")
+    logger.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]

@@ -8,7 +8,7 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
 
 from .steps import batches_done_this_epoch, batches_seen
 
@@ -139,3 +139,34 @@ class ProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
+
+
+class PartsSummary(ModelSummary):
+    """The model's parts and their sizes, one small table before the first epoch: what a user reads there.
+    Left out: the module's bookkeeping (its metrics: ``val_activity``, ``test_nll``, ``epoch_means``, which
+    hold no weights) and Lightning's mode and FLOPs columns (zeros unless FLOPs are measured)."""
+
+    BOOKKEEPING = ("val_activity", "test_nll", "epoch_means")
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int,
+                  **summarize_kwargs) -> None:
+        from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+        from rich import get_console
+        from rich.table import Table
+
+        columns = dict(summary_data)
+        table = Table(header_style="bold magenta")
+        table.add_column("Part")
+        table.add_column("Type")
+        table.add_column("Params", justify="right")
+        for name, kind, params in zip(columns["Name"], columns["Type"], columns["Params"]):
+            if name.split(".")[0] not in PartsSummary.BOOKKEEPING:
+                table.add_row(name, kind, params)
+        console = get_console()
+        console.print(table)
+        frozen = total_parameters - trainable_parameters
+        console.print(f"{get_human_readable_count(trainable_parameters)} trainable parameters"
+                      + (f", {get_human_readable_count(frozen)} frozen" if frozen else "")
+                      + f" ({get_formatted_model_size(model_size)} MB)")

@@ -35,8 +35,12 @@ HEADLINE_SCORES = ("mig", "dci_d", "factor_vae", "beta_vae", "sap")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # The VAE logs the train terms at least once an epoch whatever the logging interval (module.py).
 warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+# Lines of Lightning's that say nothing a user can act on at the start of a run: that our own model summary
+# replaces its default one, and that the LR schedule's length is being counted.
+_QUIET = ("litlogger", "Trainer already configured with model summary callbacks",
+          "to estimate number of stepping batches")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()
+    lambda record: not any(text in record.getMessage() for text in _QUIET)
 )
 
 
@@ -192,7 +196,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     # seed=null draws a fresh seed; either way the one used is logged and saved in metrics.json.
     seed = L.seed_everything(cfg.get("seed"), workers=True, verbose=False)
-    log.info(f"seed {seed}")
+    log.info(f"run directory {output_dir} (checkpoints, logs, pictures, metrics.json); seed {seed}")
 
     resolved = resolve(cfg)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
