@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vae_lightning.sweep import DIS_COLUMNS  # noqa: E402 - the summary's columns, in its order
 
 #: name -> (label, overrides)
 ROWS = {
@@ -36,7 +39,7 @@ ROWS = {
     "annealed": ("annealed-capacity beta-VAE", ["objective=annealed_vae", "objective.capacity_steps={half_steps}"]),
 }
 
-METRICS = ("test/dis/mig", "test/dis/dci_d", "test/dis/factor_vae", "test/dis/beta_vae", "test/dis/sap", "test/elbo")
+METRICS = (*DIS_COLUMNS, "test/elbo")
 
 #: What the table is set beside. Locatello et al. report these metrics as box plots over many seeds (their
 #: figures), not as numbers in a table, and no figure of theirs could be checked against a source here, so
@@ -79,7 +82,8 @@ def table(results: list[dict], args) -> str:
         "# Disentanglement on dSprites",
         "",
         f"Each row: `python train.py +experiment=dsprites <overrides> {every + ' ' if every else ''}seed=S "
-        f"trainer.max_steps={args.steps} trainer.val_check_interval={args.steps}` for seeds {args.seeds}; mean ± standard deviation over the seeds (each "
+        f"trainer.max_steps={args.steps} trainer.val_check_interval={args.steps}` for seeds {args.seeds}; "
+        f"mean ± standard deviation over the seeds (each "
         f"seed's figures in the second table). The metrics are those of the best checkpoint by validation ELBO, "
         f"computed after the test with `callbacks.disentanglement.test_settings` (see conf/experiment/dsprites.yaml). "
         f"Budget: {args.steps} steps of batch 64, {args.steps * 64:,} images, about "
@@ -104,7 +108,8 @@ def table(results: list[dict], args) -> str:
         cells[-1] = cell([r["test/elbo"] for r in runs]).replace(".000", "")
         minutes = statistics.mean(r["minutes"] for r in runs)
         lines.append(f"| {label} | `{' '.join(overrides)}` | " + " | ".join(cells) + f" | {minutes:.1f} |")
-    lines += ["", "Each run:", "", "| model | seed | MIG | DCI dis. | FactorVAE score | beta-VAE score | SAP | test ELBO |",
+    lines += ["", "Each run:", "",
+              "| model | seed | MIG | DCI dis. | FactorVAE score | beta-VAE score | SAP | test ELBO |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         values = " | ".join("" if r[k] is None else f"{r[k]:.3f}" for k in METRICS)

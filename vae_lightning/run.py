@@ -23,12 +23,10 @@ from omegaconf.errors import OmegaConfBaseException
 from .checks import check_config, warn_likelihood_for_data
 from .errors import VAEUserError
 from .module import VAE
+from .sweep import HEADLINE_SCORES
 from .steps import batches_seen
 
 log = logging.getLogger(__name__)
-
-#: The disentanglement scores printed at the end of a run on data with known factors.
-HEADLINE_SCORES = ("mig", "dci_d", "factor_vae", "beta_vae", "sap")
 
 # Noise that says nothing about the run: a deprecation inside Lightning's pytree helper
 # under recent PyTorch, a hint that does not apply, and an advertisement for another logging service.

@@ -17,8 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("vae_lightning")
 
 COLUMNS = ("test/elbo", "test/recon", "test/kl", "test/iwae", "test/nll", "val/elbo_best", "epochs", "kl_estimator")
-#: The disentanglement metrics of the test set (callbacks.disentanglement), shown when a job has them.
-DIS_COLUMNS = ("test/dis/mig", "test/dis/dci_d", "test/dis/factor_vae", "test/dis/beta_vae", "test/dis/sap")
+#: The headline disentanglement scores: printed at the end of a run on data with known factors, and, as
+#: their test values (callbacks.disentanglement), columns of the summary when a job has them.
+HEADLINE_SCORES = ("mig", "dci_d", "factor_vae", "beta_vae", "sap")
+DIS_COLUMNS = tuple(f"test/dis/{name}" for name in HEADLINE_SCORES)
 
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:

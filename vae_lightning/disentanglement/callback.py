@@ -122,7 +122,6 @@ class DisentanglementMetrics(L.Callback):
         self.dirpath = Path(dirpath) if dirpath else None
         self.traversal_range = float(traversal_range)
         self.validations = 0  # validations of training seen (sanity checks excluded), kept in checkpoints
-        self.last: dict[str, float] = {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"validations": self.validations}
@@ -156,7 +155,6 @@ class DisentanglementMetrics(L.Callback):
             return metrics
 
         metrics = run_on_rank_zero(trainer, compute)  # every process logs rank 0's numbers
-        self.last = metrics
         for name, value in metrics.items():
             pl_module.log(f"{split}/dis/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
 
