@@ -85,12 +85,19 @@ class Terms:
     kl:     KL(q(z|x) || p(z)): analytic when the pair has a closed form, else the
             Monte-Carlo estimate (1/K) sum_k log q(z_k|x) - log p(z_k) on the same samples.
     elbo:   -(recon + kl), the true bound on log p(x) whatever beta is.
-    loss:   what training minimises (with beta, free bits, ...).
+    loss:   what training minimises (with beta, free bits, ...): the VAE takes its batch mean. The only
+            field trained; nothing else is added to it.
     iwae:   the importance-weighted bound L_K over the same K samples (beta = 1); None unless
             asked for or trained on.
-    kl_per_dim: [B, D], the analytic KL of each latent dimension when the pair factorises, else None.
-    beta:   the beta the loss was computed with.
-    extras: anything more an objective reports, per example ([B] each), logged as they are named.
+    kl_per_dim: [B, D], the analytic KL of each latent dimension when the pair factorises, else None
+            (logged as ``val/kl_dim/NN``).
+    beta:   the beta the loss was computed with (logged as ``train/beta``).
+    extras: anything more an objective reports, ``{name: [B] tensor}``: reported, never trained on (put
+            into ``loss`` what should be). Each is logged as ``train/<name>`` (the batch mean, at the
+            logged steps) and ``val/<name>``, ``test/<name>`` (the mean over all examples of the epoch),
+            and ``report.py`` plots it. A name of its own: not recon, kl, elbo, loss, beta or iwae.
+
+    recon, kl, elbo (and iwae when given) are logged the same way, per split; ``loss`` as ``train/loss``.
     """
 
     recon: torch.Tensor
@@ -166,10 +173,13 @@ class Objective(nn.Module):
 
     def sample_terms(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor], prior,
                      likelihood: Likelihood, need_log_ratio: bool):
-        """Draw K samples and evaluate what every objective needs from them.
+        """Draw K samples and evaluate what every objective needs from them: the start of a ``forward``.
 
-        Returns log p(x|z_k) [K, B], log p(z_k) - log q(z_k|x) [K, B] (None unless needed: a
-        Monte-Carlo KL or ``need_log_ratio``), kl [B] and kl_per_dim [B, D] or None.
+        Draws K = ``num_samples`` reparameterised samples z_k of q (gradients flow through them) and
+        returns log p(x|z_k) [K, B], log p(z_k) - log q(z_k|x) [K, B] (None unless needed: a
+        Monte-Carlo KL or ``need_log_ratio``, e.g. for the IWAE bound), kl [B] (analytic or Monte
+        Carlo, as ``kl_estimator`` says) and kl_per_dim [B, D] or None. The ELBO is then
+        ``recon = -log_px_z.mean(0)``, ``elbo = -(recon + kl)``, and L_K ``iwae_bound(log_px_z + log_ratio)``.
         """
         z, log_ratio = self.draw(q, prior, need_log_ratio)
         log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+

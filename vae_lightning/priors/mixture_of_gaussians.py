@@ -55,8 +55,8 @@ class MixtureOfGaussians(Prior):
         probs = torch.softmax(self.logits.detach().float(), dim=0)
         if generator is not None:
             probs = probs.to(generator.device)
-        component = torch.multinomial(probs, num, replacement=True, generator=generator).to(self.logits.device)
-        eps = self._noise((num, self.latent_dim), generator)
+        component = torch.multinomial(probs, num, replacement=True, generator=generator).to(self.device)
+        eps = self.randn(num, self.latent_dim, generator=generator)
         return self.means[component] + torch.exp(self.log_scales[component]) * eps
 
     def extra_repr(self) -> str:

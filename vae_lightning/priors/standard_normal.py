@@ -19,7 +19,7 @@ class StandardNormal(Prior):
         return -0.5 * (math.log(2 * math.pi) + z.pow(2)).sum(dim=-1)
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self._noise((num, self.latent_dim), generator)
+        return self.randn(num, self.latent_dim, generator=generator)
 
     def quantiles(self, probs: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
         """Exactly the N(0, 1) quantiles, the same for every dimension: [P, D]."""

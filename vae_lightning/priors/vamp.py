@@ -90,9 +90,8 @@ class VampPrior(Prior):
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A pseudo-input m uniformly at random, then z ~ q(z | u_m): [num, D]."""
-        device = self.pseudo_input_logits.device
         component = torch.randint(self.num_pseudo_inputs, (num,), generator=generator,
-                                  device=generator.device if generator is not None else device).to(device)
+                                  device=generator.device if generator is not None else self.device).to(self.device)
         q = self.components(self.pseudo_inputs[component])  # one posterior per draw, a batch of num
         return q.rsample(1, generator=generator)[0]  # [1, num, D] -> [num, D]
 
