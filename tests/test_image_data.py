@@ -141,7 +141,7 @@ def test_image_folder_with_class_folders_gives_labels_resized_images_and_held_ou
     write_images(tmp_path / "imgs" / "cats", 12, seed=1)
     write_images(tmp_path / "imgs" / "dogs", 8, seed=2)
     dm = ImageFolderDataModule(path=tmp_path / "imgs", image_size=16, val_size=4, test_size=0.2,
-                               data_dir=tmp_path / "data", batch_size=5)
+                               data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", batch_size=5)
     dm.setup()
     assert dm.input_shape == (3, 16, 16) and dm.num_classes == 2
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (12, 4, 4)
@@ -150,7 +150,7 @@ def test_image_folder_with_class_folders_gives_labels_resized_images_and_held_ou
     # Every image is one flat colour: resizing keeps it.
     images = dm.train_set.images.flatten(2)
     assert (images.max(-1).values.int() - images.min(-1).values.int()).abs().max() <= 1
-    assert list((tmp_path / "data" / "image_folder").glob("*.npy"))  # decoded once, cached
+    assert list((tmp_path / "cache" / "image_folder").glob("imgs-*.npy"))  # decoded once, cached
 
 
 def test_image_folder_greyscale_unlabelled_streamed(tmp_path):
@@ -177,7 +177,8 @@ def test_image_folder_errors_name_the_problem(tmp_path):
     write_images(tmp_path / "imgs", 4)
     (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"broken.png cannot be read as an image"):
-        ImageFolderDataModule(path=tmp_path / "imgs", val_size=1, test_size=1, data_dir=tmp_path).setup()
+        ImageFolderDataModule(path=tmp_path / "imgs", val_size=1, test_size=1, data_dir=tmp_path,
+                              cache_dir=tmp_path / "cache").setup()
     with pytest.raises(ConfigError, match=r"data.channels=2 must be one of \[1, 3\]"):
         ImageFolderDataModule(path=tmp_path / "imgs", channels=2)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,13 @@ from ..checks import require_choice, require_int
 from ..errors import ConfigError, DataError
 from .base import ImageDataModule, ImageSet, positive_size
 from .sources import IMAGE_SUFFIXES, FileSource, NpySource, TensorSource, as_uint8, cache_images, fingerprint
+
+
+def default_cache_dir() -> Path:
+    """Where decoded images are cached unless ``data.cache_dir`` says: ``$XDG_CACHE_HOME/vae-lightning``,
+    else ``~/.cache/vae-lightning`` (the user's cache, not the dataset's folder, which may be shared or
+    read-only)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vae-lightning"
 
 
 def _path(key: str, value: Any) -> Path:
@@ -27,17 +36,20 @@ class ImageFolderDataModule(ImageDataModule):
     With one sub-folder per class (``path/cat/*.png``, ``path/dog/*.png``) the sub-folder names, in
     sorted order, are the labels; with the files anywhere else there are none. ``val_size`` and
     ``test_size`` images (counts, or fractions in (0, 1)) are held out with ``split_seed``. In memory,
-    the decoded images are cached once under ``<data_dir>/image_folder/`` (keyed by the files'
-    names, sizes and times and the settings); streaming reads the files in DataLoader workers.
+    the decoded images are cached once as ``<cache_dir>/image_folder/<folder name>-<key>.npy``, the key a
+    hash of the files' paths, sizes and times and the settings (two folders never share a cache);
+    ``cache_dir`` by default :func:`default_cache_dir`, ``data_dir`` for the cache beside the data.
+    Streaming reads the files in DataLoader workers and caches nothing.
     """
 
     name = "image_folder"
 
     def __init__(self, path: str | None = None, image_size: int | list[int] = 64, channels: int = 3,
                  val_size: int | float = 0.05, test_size: int | float = 0.05, data_dir: str | None = None,
-                 **kwargs: Any):
+                 cache_dir: str | None = None, **kwargs: Any):
         super().__init__(data_dir, val_size=val_size, test_size=test_size, **kwargs)
         self.path = _path("data.path", path)
+        self.cache_dir = default_cache_dir() if cache_dir in (None, "") else Path(str(cache_dir)).expanduser()
         self.image_size = positive_size("data.image_size", image_size)
         self.channels = require_choice("data.channels", require_int("data.channels", channels), [1, 3])
         self.name = self.path.name or str(self.path)
@@ -70,13 +82,27 @@ class ImageFolderDataModule(ImageDataModule):
         paths, labels = self.files()
         source = FileSource(paths, self.image_size, self.channels)
         if self.in_memory is not False:
-            key = fingerprint(paths, self.image_size, self.channels)
-            cache = self.data_dir / "image_folder" / f"{self.path.name}-{key}.npy"
             fits = self.in_memory is True or source.nbytes <= self._memory_limit()
             if fits:
-                source = NpySource(cache_images(source, cache))
+                source = NpySource(cache_images(source, self._cache_file(paths)))
         return {"train": ImageSet(source, None if labels is None else torch.tensor(labels)), "val": None,
                 "test": None}
+
+    def _cache_file(self, paths: list[Path]) -> Path:
+        """The cache of these files under ``cache_dir``: found there, or a place it can be written (else one
+        line that says which setting to change)."""
+        key = fingerprint(paths, self.image_size, self.channels)
+        cache = self.cache_dir / "image_folder" / f"{self.path.name}-{key}.npy"
+        if not cache.is_file():
+            try:  # a read-only or shared folder: say so now, not in a traceback halfway through decoding
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=cache.parent):
+                    pass
+            except OSError as e:
+                raise DataError(f"data.cache_dir={self.cache_dir} cannot be written ({e.strerror or e}): set "
+                                f"data.cache_dir to a folder you can write, where the decoded images of data.path "
+                                f"are cached, or data.in_memory=false to read the files without a cache.") from None
+        return cache
 
 
 def _pick(arrays: dict[str, Any], key: str | None, names: tuple[str, ...], what: str, where: Path, need: bool):

@@ -189,16 +189,21 @@ def cache_images(source: FileSource, path: Path, chunk: int = 1024) -> Path:
     out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(source), *source.shape))
     chunks = [torch.arange(s, min(s + chunk, len(source))) for s in range(0, len(source), chunk)]
     workers = min(len(chunks), os.cpu_count() or 1)
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
+    try:
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as pool:
-            for rows, images in zip(chunks, pool.map(source.read, chunks)):
-                out[rows.numpy()] = images.numpy()
-    else:
-        for rows in chunks:
-            out[rows.numpy()] = source.read(rows).numpy()
-    out.flush()
+            with ProcessPoolExecutor(workers) as pool:
+                for rows, images in zip(chunks, pool.map(source.read, chunks)):
+                    out[rows.numpy()] = images.numpy()
+        else:
+            for rows in chunks:
+                out[rows.numpy()] = source.read(rows).numpy()
+        out.flush()
+    except BaseException:  # an unreadable file, an interrupt: no half-written cache is left behind
+        del out
+        partial.unlink(missing_ok=True)
+        raise
     del out
     os.replace(partial, path)
     return path
