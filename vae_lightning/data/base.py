@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..checks import check_data_args, is_number
 from ..errors import ConfigError, VAEUserError
 from ..steps import batches_done_this_epoch
-from .batches import EpochOrder, TensorBatches
+from .batches import EpochOrder, ResumableLoader, TensorBatches, batch_as_is
 from .sources import ImageSource, TensorSource, read_all
 
 log = logging.getLogger("vae_lightning")
@@ -172,27 +172,6 @@ class ContiguousShards(DistributedSampler):
         return len(self.order)
 
 
-class ResumableDataLoader(DataLoader):
-    """A DataLoader whose order is :class:`EpochShards`: a resumed epoch goes on where it stopped (the
-    position is Lightning's own progress counter), so Lightning may resume it mid-epoch. Its state
-    names the order, checked on resume as :class:`TensorBatches` does."""
-
-    def state_dict(self) -> dict[str, int]:
-        order = self.sampler.order
-        return {"seed": order.seed, "world_size": order.world_size, "batch_size": self.batch_size}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        now = self.state_dict()
-        if state != now:
-            warnings.warn(f"Resuming with a different data order ({state} in the checkpoint, {now} now): the "
-                          f"interrupted epoch goes on with this run's order.", stacklevel=2)
-
-
-def _batch_as_is(batch):
-    """collate_fn for datasets whose __getitems__ already returns a batch."""
-    return batch
-
-
 def available_memory() -> int:
     """Bytes of memory this machine can still give (MemAvailable), or its total when not known."""
     try:
@@ -234,11 +213,12 @@ class ImageDataModule(L.LightningDataModule):
                   (``num_workers``) and pinned memory (``pin_memory``).
 
     loader (for data in memory):
-      ``auto`` / ``tensor`` - batches taken by slicing (:class:`TensorBatches`): one permutation per
-                  epoch from ``shuffle_seed + epoch``, no per-example Python, each DDP process its
-                  own share; with ``on_device`` (``auto``: when training on a GPU) the tensors live on
-                  the training device.
-      ``dataloader`` - a standard ``DataLoader`` over the tensors, in the same order.
+      ``auto`` / ``tensor`` - batches taken by indexing (:class:`TensorBatches`: a DataLoader whose
+                  sampler yields a whole batch's indices at once): one permutation per epoch from
+                  ``shuffle_seed + epoch``, no per-example Python, each DDP process its own share;
+                  with ``on_device`` (``auto``: when training on a GPU) the tensors live on the
+                  training device.
+      ``dataloader`` - a DataLoader sampling example by example over the tensors, in the same order.
     Streaming always uses a DataLoader, in that same order: the paths differ in speed, not in data.
 
     binarize (single-channel data only):
@@ -413,23 +393,23 @@ class ImageDataModule(L.LightningDataModule):
             # A process with no evaluation batch at all would miss DDP's first buffer broadcast: a hang.
             raise VAEUserError(f"An evaluation split of {len(dataset)} images cannot give each of the "
                                f"{world_size} processes one: raise data.val_size or use fewer devices.")
+        if self.num_workers == 0 and not self.streaming:
+            # The data is in memory and batches come by slicing: workers would only add copies.
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         if not self.streaming and self.loader != "dataloader":
             return TensorBatches((dataset.images, dataset.labels), batch_size, shuffle=shuffle,
                                  seed=self.shuffle_seed, rank=rank, world_size=world_size,
                                  skip_batches=self._batches_done_this_epoch if shuffle else None)
-        if self.num_workers == 0 and not self.streaming:
-            # The data is in memory and batches come by slicing: workers would only add copies.
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         if shuffle:
             sampler = EpochShards(dataset, self.shuffle_seed, rank, world_size, batch_size,
                                   self._batches_done_this_epoch)
-            return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                                       pin_memory=self.pin_memory, collate_fn=_batch_as_is,
-                                       persistent_workers=self.num_workers > 0)
+            return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                                   pin_memory=self.pin_memory, collate_fn=batch_as_is,
+                                   persistent_workers=self.num_workers > 0)
         # Lightning's DistributedSampler would pad the shards by repeating examples, which the epoch
         # means would then count twice: evaluation takes contiguous, unpadded shares.
         return DataLoader(dataset, batch_size=batch_size, sampler=ContiguousShards(dataset, world_size, rank),
-                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_batch_as_is,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=batch_as_is,
                           persistent_workers=self.num_workers > 0)
 
     def _batches_done_this_epoch(self) -> int:
