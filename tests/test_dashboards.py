@@ -187,7 +187,7 @@ def test_the_reconstruction_panel_shows_the_chosen_inputs_above_their_reconstruc
                                                                                        monkeypatch):
     from matplotlib.axes import Axes
 
-    from vae_lightning.images import tile
+    from vae_lightning.images import background, tile
 
     logger = ImageLogger(tmp_path / "images", every_n_epochs=1, num_inputs=10, num_samples=4, traversal_dims=2,
                          seed=7)
@@ -203,7 +203,7 @@ def test_the_reconstruction_panel_shows_the_chosen_inputs_above_their_reconstruc
     assert set(x.unique().tolist()) == {0.0, 1.0}
     with torch.no_grad():
         recon = model.decode_mean(model.encode(x).mean)
-    blank = torch.zeros(6, 1, 28, 28)  # the short second row is padded
+    blank = torch.full((6, 1, 28, 28), background(1))  # the short second row: empty tiles of the frame's grey
     rows = [x[:8], recon[:8], torch.cat([x[8:], blank]), torch.cat([recon[8:], blank])]
     expected = tile(torch.cat(rows), 8)[..., 0].clamp(0, 1)
     assert shown.shape == expected.shape

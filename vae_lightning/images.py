@@ -1,6 +1,6 @@
 """Pictures of what a VAE learned: reconstructions, prior samples, latent traversals and, for a
 2-D latent space, the decoded manifold and a scatter of codes. Written as PNG files in the run
-directory, and logged to wandb under ``images/`` when the wandb logger is on.
+directory, and sent under ``images/`` to the trackers the run logs to (wandb, TensorBoard, MLflow).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from .errors import VAEUserError
 from .steps import batches_seen
+from .trackers import log_images
 
 log = logging.getLogger("vae_lightning")
 
@@ -35,12 +36,18 @@ def png_size(name: str) -> tuple[int, int]:
     return round(w * DPI), round(h * DPI)
 
 
+def background(channels: int) -> float:
+    """The value of the frame between tiles, and of an empty tile: a light grey (greyscale is drawn
+    ink-dark, gray_r; colour as is)."""
+    return 0.15 if channels == 1 else 0.85
+
+
 def tile(images: torch.Tensor, ncol: int, pad: int = 2, pad_value: float | None = None) -> torch.Tensor:
     """Images [N, C, H, W] in [0, 1] as one [H', W', C] array, ``ncol`` per row, ``pad`` pixels apart."""
     n, c, h, w = images.shape
     nrow = math.ceil(n / ncol)
-    if pad_value is None:  # a light grey frame: greyscale is drawn ink-dark (gray_r), colour as is
-        pad_value = 0.15 if c == 1 else 0.85
+    if pad_value is None:
+        pad_value = background(c)
     grid = torch.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=images.dtype)
     for i, image in enumerate(images):
         r, k = divmod(i, ncol)
@@ -81,9 +88,9 @@ class ImageLogger(L.Callback):
     ``decode_mean(z)``, ``prior.sample(n, generator)``, ``prior.quantiles(probs)`` and ``latent_dim``,
     so any posterior and prior get their pictures.
 
-    Files: ``<dirpath>/<name>/epoch_NNN.png`` (sizes in :data:`FIGSIZES`); with a wandb logger
-    also ``images/<name>`` in the run, at the trainer's global step. ``every_n_epochs=0`` turns
-    it off. Rank 0 renders; under FSDP (sharded weights) it is skipped.
+    Files: ``<dirpath>/<name>/epoch_NNN.png`` (sizes in :data:`FIGSIZES`); also ``images/<name>`` in each
+    tracker the run logs to (:func:`vae_lightning.trackers.log_images`), at the step of training batches
+    seen. ``every_n_epochs=0`` turns it off. Rank 0 renders; under FSDP (sharded weights) it is skipped.
     """
 
     def __init__(self, dirpath: str | Path, every_n_epochs: int = 5, num_inputs: int = 16, num_samples: int = 64,
@@ -192,7 +199,7 @@ class ImageLogger(L.Callback):
             fig.savefig(path, dpi=DPI)
             plt.close(fig)
             paths.append(path)
-        self._log_to_wandb(trainer, {p.parent.name: p for p in paths}, epoch, step)
+        log_images(trainer.loggers, {p.parent.name: p for p in paths}, step, caption=f"epoch {epoch + 1}")
         self._rendered_epoch = epoch
         return paths
 
@@ -215,8 +222,8 @@ class ImageLogger(L.Callback):
             block = slice(start, start + ncol)
             pair_x, pair_r = x[block].float().cpu(), recon[block]
             width = ncol - len(pair_x)
-            if width:  # a short last row: pad with blanks
-                blank = torch.zeros(width, *pair_x.shape[1:])
+            if width:  # a short last row: pad with empty tiles, of the frame's colour (not black or white)
+                blank = torch.full((width, *pair_x.shape[1:]), background(pair_x.shape[1]))
                 pair_x, pair_r = torch.cat([pair_x, blank]), torch.cat([pair_r, blank])
             rows += [pair_x, pair_r]
             labels += ["input", "reconstruction"]
@@ -233,7 +240,8 @@ class ImageLogger(L.Callback):
         fig, ax = plt.subplots(figsize=FIGSIZES["samples"])
         _show(ax, tile(samples, math.ceil(math.sqrt(len(samples)))))
         ax.set_axis_off()
-        ax.set_title(f"Samples from the prior ({type(prior).__name__}, fixed noise) ({where})")
+        # Two lines: on one, a prior's name and the epoch run off the figure's 6 inches.
+        ax.set_title(f"Samples from the prior {type(prior).__name__}\n(fixed noise; {where})")
         fig.tight_layout()
         figures["samples"] = fig
 
@@ -309,15 +317,3 @@ class ImageLogger(L.Callback):
         ax.set_title(f"Codes of {len(codes)} test images ({where})")
         fig.tight_layout()
         return fig
-
-    @staticmethod
-    def _log_to_wandb(trainer: L.Trainer, paths: dict[str, Path], epoch: int, step: int) -> None:
-        """All pictures of this epoch in one wandb row, at the trainer's step (section ``images/``)."""
-        from lightning.pytorch.loggers import WandbLogger
-
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
-
-                logger.log_metrics({f"images/{name}": wandb.Image(str(path), caption=f"epoch {epoch + 1}")
-                                    for name, path in paths.items()}, step=step)

@@ -154,7 +154,9 @@ def plot_disentanglement(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
 class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, write summary.csv, summary.md, rate_distortion.png
-    and (for data with known factors) disentanglement.png into the sweep directory and print the table."""
+    and (for data with known factors) disentanglement.png into the sweep directory, print the table, and send
+    them to the jobs' trackers (wandb: a ``sweep_summary`` run in the sweep's group; TensorBoard:
+    ``<sweep dir>/tensorboard``; MLflow: a parent run of the jobs)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) != 0:
@@ -171,29 +173,18 @@ class SweepSummary(Callback):
         print(f"\nSweep summary ({sweep_dir}):\n{md.read_text()}")
         log.info(f"Sweep summary in {md}" + (f", rate-distortion plot in {plot}" if plot else "")
                  + (f", disentanglement against beta in {dis_plot}" if dis_plot else ""))
-        wandb_cfg = (config.get("logger") or {}).get("wandb")
-        if wandb_cfg is not None:
-            try:
-                _log_to_wandb(rows, {"rate_distortion": plot, "disentanglement": dis_plot}, sweep_dir, wandb_cfg)
-            except Exception as e:  # the files on disk are the summary; wandb is a copy
-                log.warning(f"Could not log the sweep summary to wandb ({type(e).__name__}: {e}).")
+        self._send(config.get("logger"), rows, md, {"rate_distortion": plot, "disentanglement": dis_plot}, sweep_dir)
 
+    @staticmethod
+    def _send(logger_group: Any, rows: list[dict[str, Any]], md: Path, plots: dict[str, Path | None],
+              sweep_dir: Path) -> None:
+        """The summary into each tracker of the jobs (a summary run of their sweep): the table, the plots and the
+        summary files. The files on disk are the summary; a tracker that fails is a warning."""
+        from .trackers import log_artifact, log_images, log_table, sweep_summary_runs
 
-def _log_to_wandb(rows: list[dict[str, Any]], plots: dict[str, Path | None], sweep_dir: Path,
-                  wandb_cfg: DictConfig) -> None:
-    """One extra wandb run in the sweep's group, job type sweep_summary: the table and the plots."""
-    import wandb
-
-    from .loggers import resolve_wandb_mode
-
-    mode, _ = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
-    fields = fields_of(rows)
-    run = wandb.init(project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"), mode=mode,
-                     group="sweep-" + "_".join(sweep_dir.parts[-2:]), job_type="sweep_summary",
-                     name=f"summary {sweep_dir.name}", dir=str(sweep_dir), reinit="finish_previous")
-    table = wandb.Table(columns=[f.replace("/", "_") for f in fields],
-                        data=[[r.get(f) for f in fields] for r in rows])
-    payload: dict[str, Any] = {"sweep/summary": table}
-    payload.update({f"sweep/{name}": wandb.Image(str(plot)) for name, plot in plots.items() if plot is not None})
-    run.log(payload)
-    run.finish()
+        fields = fields_of(rows)
+        with sweep_summary_runs(logger_group, sweep_dir) as runs:
+            log_table(runs, "sweep/summary", fields, [[r.get(f) for f in fields] for r in rows])
+            log_images(runs, plots, 0, section="sweep")
+            for path in (sweep_dir / "summary.csv", md):
+                log_artifact(runs, path, "sweep")

@@ -108,7 +108,7 @@ class DisentanglementMetrics(L.Callback):
     (``{}``: the reference's). Each evaluation also writes two pictures to ``dirpath``:
     ``mi_heatmap/`` (the latent x factor mutual information) and ``factor_traversals/`` (traversals
     labelled by the factor each latent captures), as ``step_NNNNNNN.png`` (training batches seen) and
-    ``test.png``, logged to wandb beside the others.
+    ``test.png``, sent to the run's trackers beside the others (``images/mi_heatmap``, ``images/factor_traversals``).
     """
 
     def __init__(self, every_n_validations: int = 1, seed: int = 0, settings: Mapping[str, Any] | None = None,
@@ -160,9 +160,9 @@ class DisentanglementMetrics(L.Callback):
 
     @torch.no_grad()
     def _pictures(self, trainer, pl_module, data, mi: torch.Tensor, split: str, where: str) -> None:
-        from ..images import ImageLogger
-
         import matplotlib
+
+        from ..trackers import log_images
 
         matplotlib.use("Agg")
         # By training batch: the preset validates several times an epoch.
@@ -181,5 +181,5 @@ class DisentanglementMetrics(L.Callback):
                 captured_factors(mi, data.factor_names), self.dirpath / "factor_traversals" / name, where)
         finally:
             pl_module.train(was_training)
-        ImageLogger._log_to_wandb(trainer, {"mi_heatmap": heatmap, "factor_traversals": traversals},
-                                  trainer.current_epoch, batches_seen(trainer))
+        log_images(trainer.loggers, {"mi_heatmap": heatmap, "factor_traversals": traversals}, batches_seen(trainer),
+                   caption=where)
