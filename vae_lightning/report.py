@@ -3,10 +3,12 @@
     python report.py outputs/2026-11-25/12-00-00          # a run directory
     python report.py multirun/2026-11-25/12-00-00         # a sweep directory: its jobs side by side
 
-The curves (``recon``, ``kl``, ``elbo`` per split) come from the run's CSV log
+The curves (``recon``, ``kl``, ``elbo`` per split, then every other term logged per split: L_K, an
+objective's extras) come from the run's CSV log
 (``csv/version_*/metrics.csv``) or, without one, from its offline wandb file; the pictures are
 the newest of ``images/<name>/epoch_NNN.png``. Writes ``report.html`` and ``report.png`` into
 the directory (or where ``--out`` says) and prints their paths.
+``--to-trackers`` also sends them to the run's trackers (a sweep's: its summary runs).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import html
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,11 @@ from .errors import VAEUserError
 
 TERMS = ("recon", "kl", "elbo")
 SPLITS = ("train", "val", "test")
+#: Logged under a split but not terms of the bound: no curve of their own.
+NOT_TERMS = ("loss", "beta", "active_units", "nll", "bpd")
+TITLES = {"recon": "recon  -E_q[log p(x|z)] (nats)", "kl": "KL(q(z|x) || p(z)) (nats)", "elbo": "ELBO (nats)",
+          "iwae": "IWAE bound L_K (nats)"}
+MAX_CURVE_COLUMNS = 4
 IMAGE_ORDER = ("reconstructions", "samples", "traversals", "manifold", "latent_scatter")
 SHEET_DPI = 100
 
@@ -96,16 +104,33 @@ def sweep_jobs(sweep_dir: Path) -> list[Path]:
 
 
 # -- drawing -----------------------------------------------------------------------------------
-def plot_curves(runs: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
-    """One panel per term; one run: train, val and test of that run; several: val of each."""
+def term_names(runs: dict[str, list[dict[str, float]]]) -> list[str]:
+    """The terms to draw, one panel each: recon, kl, elbo, then every other name logged per split as
+    ``train/<name>``, ``val/<name>`` or ``test/<name>`` (L_K, an objective's extras), as first seen."""
+    names = dict.fromkeys(TERMS)
+    for rows in runs.values():
+        for row in rows:
+            for key in row:
+                split, _, name = key.partition("/")
+                if split in SPLITS and name and "/" not in name and name not in NOT_TERMS:
+                    names.setdefault(name)
+    return list(names)
+
+
+def curves_figure(runs: dict[str, list[dict[str, float]]], title: str):
+    """One panel per term (at most four to a row); one run: train, val and test of that run; several: val of each.
+    A series of one point is drawn as a marker (a line through one point shows nothing)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(TERMS), figsize=(15, 4.5))
+    names = term_names(runs)
+    nrow = math.ceil(len(names) / MAX_CURVE_COLUMNS)
+    ncol = math.ceil(len(names) / nrow)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 4.5 * nrow), squeeze=False)
     single = len(runs) == 1
-    for ax, term in zip(axes, TERMS):
+    for ax, term in zip(axes.flat, names):
         for label, rows in runs.items():
             for split in SPLITS if single else ("val",):
                 steps, values = series(rows, f"{split}/{term}")
@@ -115,23 +140,34 @@ def plot_curves(runs: dict[str, list[dict[str, float]]], path: Path, title: str)
                 if split == "test":
                     ax.scatter(steps, values, marker="*", s=120, zorder=3, label=f"{name} (best checkpoint)")
                 else:
-                    ax.plot(steps, values, marker="o" if split == "val" and len(steps) < 40 else None,
-                            markersize=3, alpha=0.45 if split == "train" else 1.0, label=name)
-        ax.set_title({"recon": "recon  -E_q[log p(x|z)]", "kl": "KL(q(z|x) || p(z))",
-                      "elbo": "ELBO"}[term] + " (nats)")
+                    marked = len(steps) == 1 or (split == "val" and len(steps) < 40)
+                    ax.plot(steps, values, marker="o" if marked else None, markersize=5 if len(steps) == 1 else 3,
+                            alpha=0.45 if split == "train" else 1.0, label=name)
+        ax.set_title(TITLES.get(term, term))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=7 if not single else 8)
+    for ax in axes.flat[len(names):]:
+        ax.remove()
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(runs: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
+    """:func:`curves_figure`, written to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(runs, title)
     fig.savefig(path, dpi=SHEET_DPI)
     plt.close(fig)
     return path
 
 
-def plot_sheet(curves: Path, images: dict[str, dict[str, Path]], path: Path) -> Path:
-    """The curves above the latest pictures (one row per run): the report as one PNG."""
+def sheet_figure(curves: Path, images: dict[str, dict[str, Path]]):
+    """The curves above the latest pictures (one row per run): the report as one figure. Each panel's
+    title is wrapped to the panel's width, so none runs off the sheet or into its neighbour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,18 +176,31 @@ def plot_sheet(curves: Path, images: dict[str, dict[str, Path]], path: Path) -> 
 
     rows = [(label, imgs) for label, imgs in images.items() if imgs]
     ncol = max([len(imgs) for _, imgs in rows] or [1])
-    fig = plt.figure(figsize=(max(15, 4 * ncol), 4.5 + 4 * len(rows)))
-    grid = fig.add_gridspec(1 + len(rows), ncol, height_ratios=[4.5] + [4] * len(rows))
+    width = max(15, 4 * ncol)
+    curve_image = mpimg.imread(curves)
+    curves_height = width * curve_image.shape[0] / curve_image.shape[1]  # the curves at the sheet's width
+    fig = plt.figure(figsize=(width, curves_height + 4 * len(rows)))
+    grid = fig.add_gridspec(1 + len(rows), ncol, height_ratios=[curves_height] + [4] * len(rows))
     ax = fig.add_subplot(grid[0, :])
-    ax.imshow(mpimg.imread(curves))
+    ax.imshow(curve_image)
     ax.set_axis_off()
+    chars = max(20, int(width / ncol * 72 / 9 * 1.6))  # characters of 9-point text across a panel
     for r, (label, imgs) in enumerate(rows, start=1):
         for c, (name, png) in enumerate(imgs.items()):
             ax = fig.add_subplot(grid[r, c])
             ax.imshow(mpimg.imread(png))
             ax.set_axis_off()
-            ax.set_title(f"{label}: {name} ({png.name})" if len(rows) > 1 else f"{name} ({png.name})", fontsize=9)
+            title = f"{label}: {name} ({png.name})" if len(rows) > 1 else f"{name} ({png.name})"
+            ax.set_title(textwrap.fill(title, chars), fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot_sheet(curves: Path, images: dict[str, dict[str, Path]], path: Path) -> Path:
+    """:func:`sheet_figure`, written to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = sheet_figure(curves, images)
     fig.savefig(path, dpi=SHEET_DPI)
     plt.close(fig)
     return path
@@ -210,7 +259,8 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> tuple[
     images = {label: latest_images(run) for label, run in runs.items()}
     sheet = plot_sheet(curves, images, out / "report.png")
 
-    sections = ["<h2>Curves</h2>", _img(curves, "recon, kl and elbo per split against the training step")]
+    terms = term_names(histories)
+    sections = ["<h2>Curves</h2>", _img(curves, f"{', '.join(terms)} per split against the training step")]
     table = [{"run": label, **{k: v for k, v in _metrics(run).items() if not isinstance(v, (dict, list))}}
              for label, run in runs.items()]
     if any(len(row) > 1 for row in table):
@@ -231,13 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", help="a run directory or a sweep directory")
     parser.add_argument("--out", help="where to write report.html and report.png (default: the directory)")
+    parser.add_argument("--to-trackers", action="store_true",
+                        help="also send the sheet and the page to the trackers the run (or sweep) logged to: wandb, "
+                             "TensorBoard, MLflow")
     args = parser.parse_args(argv)
     try:
         page, sheet = build_report(args.directory, args.out)
+        print(f"report: {page}\nsheet:  {sheet}")
+        if args.to_trackers:
+            from .trackers import send_report
+
+            print(f"sent to: {', '.join(send_report(args.directory, page, sheet))}")
     except VAEUserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"report: {page}\nsheet:  {sheet}")
     return 0
 
 
