@@ -33,25 +33,12 @@ from typing import Any, Mapping, Sequence
 import hydra
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .checks import require_int
 from .errors import ConfigError, VAEUserError
 from .optim import build_lr_scheduler, build_optimizer
-
-
-def _reversed(values: Any) -> Any:
-    """A list in reverse order; anything else as it is (the part that takes it says what is wrong)."""
-    return list(reversed(list(values))) if isinstance(values, (list, tuple, ListConfig)) else values
-
-
-def _register_resolvers() -> None:
-    # ${vae.reversed:${model.encoder.hidden_dims}}: the mlp decoder mirrors the encoder.
-    if not OmegaConf.has_resolver("vae.reversed"):
-        OmegaConf.register_new_resolver("vae.reversed", _reversed)
-
-
-_register_resolvers()
+from . import resolvers as _resolvers  # noqa: F401  (${vae.reversed:...} in the configs)
 
 
 def _plain(node: Any) -> Any:

@@ -1,22 +1,21 @@
-"""Checks of the config that belong to no single part, and the helpers parts use to check their own.
+"""The helpers parts use to check their own arguments, the data arguments, and the devices.
 
 Each part of a model (networks, posterior, prior, likelihood, objective) checks its own
 arguments in its constructor with the ``require_*`` helpers below and raises a
 :class:`ConfigError` naming its argument; the builder adds the part's config key
-(``model.encoder.``). What is left here: the run-level rules (the groups are there, keys
-that moved), the trainer's devices, and the data arguments.
+(``model.encoder.``). The run-level rules (the groups are there, keys that moved, the
+trainer's settings, ...) are in :mod:`vae_lightning.precheck`, which train.py runs before
+torch is imported; what is left here for the run is the devices this machine has.
+
+This module imports torch only to count devices, when it does.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from .errors import ConfigError, VAEUserError
+from .errors import ConfigError
 
 log = logging.getLogger("vae_lightning")
 
@@ -73,56 +72,13 @@ def require_choice(key: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-# -- keys that moved -----------------------------------------------------------------------
-
-#: Keys of the flat model config of earlier versions -> what to write now ({value}: the value given).
-RENAMED = {
-    "model.architecture": "model={value}",
-    "model.hidden_dims": "model.encoder.hidden_dims={value} (the mlp decoder mirrors it)",
-    "model.channels": "model.encoder.channels={value} (the conv decoder mirrors it)",
-    "model.activation": "model.encoder.activation={value} (the decoder follows it)",
-    "model.likelihood": "model/likelihood={value} (a config group now)",
-    "model.sigma": "model.likelihood.sigma={value}",
-    "model.min_sigma": "model.likelihood.min_sigma={value}",
-    "model.lr": "model.optimizer.lr={value}",
-    "model.weight_decay": "model.optimizer.weight_decay={value}",
-    "model.adam_eps": "model.optimizer.eps={value}",
-    "model.fused_optimizer": "model.optimizer.fused={value}",
-    "model.lr_schedule": "model/lr_scheduler={value} (a config group now)",
-    "objective.name": "objective={value}",
-}
-
-
-def _moved(key: str, value: Any) -> VAEUserError:
-    return VAEUserError(f"{key} has moved: write {RENAMED[key].format(value=value)}.")
-
-
-def check_overrides(args: Iterable[str]) -> None:
-    """Command-line overrides that name a key which has moved fail naming the new one (before Hydra,
-    whose own message would only say the key is not in the config)."""
-    for arg in args:
-        if arg.startswith("-"):
-            continue
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if key in RENAMED:
-            raise _moved(key, value)
-
-
-def check_moved_keys(cfg: Mapping[str, Any]) -> None:
-    """The same for a composed config (an experiment file of an earlier version, say)."""
-    for key in RENAMED:
-        value = OmegaConf.select(cfg, key, default=None) if isinstance(cfg, DictConfig) else None
-        if value is not None and not isinstance(value, (DictConfig, dict)):
-            raise _moved(key, value)
-
-
 # -- data ----------------------------------------------------------------------------------
 
-def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, num_workers: Any, loader: Any = "auto",
-                    pin_memory: Any = False, on_device: Any = "auto", in_memory: Any = "auto",
-                    memory_limit_gb: Any = None, hflip: Any = False) -> None:
-    """The image DataModules' arguments (data group)."""
+def check_data_args(binarize: Any = "none", batch_size: Any = 128, eval_batch_size: Any = None,
+                    num_workers: Any = 0, loader: Any = "auto", pin_memory: Any = False, on_device: Any = "auto",
+                    in_memory: Any = "auto", memory_limit_gb: Any = None, hflip: Any = False) -> None:
+    """The image DataModules' arguments (data group; the defaults are ImageDataModule's). No torch: train.py
+    checks the data group with it before the imports (precheck.py), and the DataModule again when built."""
     if binarize not in BINARIZATIONS:
         raise ConfigError("data.binarize", binarize, f"is not known: choose one of {list(BINARIZATIONS)}")
     for key, value, least in [("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
@@ -146,10 +102,12 @@ def check_data_args(binarize: Any, batch_size: Any, eval_batch_size: Any, num_wo
                                       "data.in_memory=false, to use worker processes)")
 
 
-# -- trainer -------------------------------------------------------------------------------
+# -- devices -------------------------------------------------------------------------------
 
 def _device_count(accelerator: str) -> int | None:
     """How many devices of this kind this machine has (None: not known here)."""
+    import torch  # here, not at the top: precheck.py imports this module before torch
+
     if accelerator in ("gpu", "cuda"):
         return torch.cuda.device_count()
     if accelerator == "mps":
@@ -157,9 +115,8 @@ def _device_count(accelerator: str) -> int | None:
     return None
 
 
-def check_trainer(trainer: Mapping[str, Any]) -> None:
-    """The trainer's devices and clipping, before anything is built. Precision and strategy names and
-    the number of epochs are Lightning's to check (see ``run.build_trainer``)."""
+def check_devices(trainer: Mapping[str, Any]) -> None:
+    """The trainer's accelerator and devices against this machine's, before anything is built."""
     accelerator = str(trainer.get("accelerator", "auto"))
     devices = trainer.get("devices", "auto")
     available = _device_count(accelerator)
@@ -174,36 +131,17 @@ def check_trainer(trainer: Mapping[str, Any]) -> None:
     elif isinstance(devices, (list, tuple)) and available is not None and any(d >= available for d in devices):
         raise ConfigError("trainer.devices", list(devices), f"names a device this machine does not have "
                                                             f"({available} found)")
-    clip = trainer.get("gradient_clip_val")
-    if clip is not None and (not is_number(clip) or clip < 0):
-        raise ConfigError("trainer.gradient_clip_val", clip, "must be a number >= 0 (or null for no clipping)")
 
 
 # -- the whole config ----------------------------------------------------------------------
 
-#: torch.set_float32_matmul_precision's choices, for the config's matmul_precision.
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-
-
 def check_config(cfg: Mapping[str, Any]) -> None:
-    """What belongs to no single part, on the composed config, before anything is built."""
-    for group in ("data", "model", "trainer"):
-        if not cfg.get(group) or "_target_" not in cfg[group]:
-            raise VAEUserError(f"The config has no usable `{group}` group: choose one, e.g. {group}=... "
-                               f"(see `python train.py --help`).")
-    check_moved_keys(cfg)
-    try:
-        missing = sorted(OmegaConf.missing_keys(cfg)) if isinstance(cfg, DictConfig) else []
-    except OmegaConfBaseException:  # a broken interpolation: resolving the config names it
-        missing = []
-    if missing:
-        example = "data.path=/data/my_images" if "data.path" in missing else f"{missing[0]}=..."
-        raise VAEUserError(f"{', '.join(missing)} must be set (the config leaves {'it' if len(missing) == 1 else 'them'} "
-                           f"to you): add {example} to the command line.")
-    check_trainer(cfg["trainer"])
-    precision = cfg.get("matmul_precision", "highest")
-    if precision not in MATMUL_PRECISIONS:
-        raise ConfigError("matmul_precision", precision, f"but it must be one of {', '.join(MATMUL_PRECISIONS)}")
+    """Everything about the composed config that belongs to no single part, before anything is built: what
+    precheck.py checks without torch (train.py has run it already), and the devices."""
+    from .precheck import check_train_config
+
+    check_train_config(cfg)
+    check_devices(cfg["trainer"])
 
 
 def warn_likelihood_for_data(cfg: Mapping[str, Any], channels: int) -> None:
@@ -232,3 +170,12 @@ def warn_likelihood_for_data(cfg: Mapping[str, Any], channels: int) -> None:
         log.warning("An 8-bit likelihood (model.likelihood: %s) on binarised data (data.binarize=%s): it only ever "
                     "sees the values 0 and 255, so its bits per dimension mean little. Use data.binarize=none, or "
                     "model/likelihood=bernoulli for binary data.", name, binarize)
+
+
+def __getattr__(name: str) -> Any:
+    # Moved to precheck.py (no torch there); the old names still work.
+    if name in ("RENAMED", "check_overrides", "check_moved_keys", "MATMUL_PRECISIONS"):
+        from . import precheck
+
+        return getattr(precheck, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
