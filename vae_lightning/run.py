@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .checks import check_config, warn_likelihood_for_data
+from .console import lightning_through_root_logger, route_wandb_messages
 from .errors import VAEUserError
 from .module import VAE
 from .sweep import HEADLINE_SCORES
@@ -33,13 +34,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # The VAE logs the train terms at least once an epoch whatever the logging interval (module.py).
 warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
-# Lines of Lightning's that say nothing a user can act on at the start of a run: that our own model summary
-# replaces its default one, and that the LR schedule's length is being counted.
-_QUIET = ("litlogger", "Trainer already configured with model summary callbacks",
-          "to estimate number of stepping batches")
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: not any(text in record.getMessage() for text in _QUIET)
-)
+# Lightning, imported above, prints through handlers of its own, past the console filter (console.py).
+lightning_through_root_logger()
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
@@ -98,11 +94,12 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
 
 
 def _instantiate_loggers(group: DictConfig | None, output_dir: Path) -> list[Any]:
-    """The logger group; a logger that cannot start (wandb: no network, no disk, init error)
-    is replaced by a CSV logger with one warning, so the run goes on and loses nothing."""
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    """The logger group; a logger that cannot start (wandb: no network, no disk, init error; an MLflow server
+    that does not answer) is replaced by a CSV logger with one warning, so the run goes on and loses nothing.
+    A tracker whose package is missing is a VAEUserError that says what to install."""
+    from lightning.pytorch.loggers import CSVLogger
 
-    from .loggers import define_wandb_metrics
+    from .trackers import prepare
 
     loggers, failed = [], False
     for name, entry in (group or {}).items():
@@ -110,6 +107,7 @@ def _instantiate_loggers(group: DictConfig | None, output_dir: Path) -> list[Any
             continue
         try:
             logger = instantiate(entry)
+            route_wandb_messages(logger)  # its own lines through logging (console.py)
             _ = logger.experiment  # start it now, not halfway through the first step
         except VAEUserError:
             raise
@@ -118,8 +116,7 @@ def _instantiate_loggers(group: DictConfig | None, output_dir: Path) -> list[Any
                         f"{output_dir / 'csv'} instead.")
             failed = True
             continue
-        if isinstance(logger, WandbLogger):
-            define_wandb_metrics(logger)
+        prepare(logger)
         loggers.append(logger)
     if failed and not any(isinstance(logger, CSVLogger) for logger in loggers):
         loggers.append(CSVLogger(save_dir=output_dir, name="csv"))
@@ -184,6 +181,19 @@ def _manual_optimization_settings(trainer_cfg: DictConfig, model: VAE) -> dict[s
     return settings
 
 
+def _named_profiler(trainer_cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """``trainer.profiler=simple|advanced|pytorch``: Lightning's profiler of that name, its report written into the
+    run directory (fit-profile.txt, test-profile.txt) rather than only to the console."""
+    name = trainer_cfg.get("profiler")
+    if not isinstance(name, str) or name.lower() not in ("simple", "advanced", "pytorch"):
+        return {}  # none, or one given with its _target_, or a name Lightning knows without a report file
+    from lightning.pytorch import profilers
+
+    kind = {"simple": profilers.SimpleProfiler, "advanced": profilers.AdvancedProfiler,
+            "pytorch": profilers.PyTorchProfiler}[name.lower()]
+    return {"profiler": kind(dirpath=output_dir, filename="profile")}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, validate and test one model as the config says; return the final metrics.
 
@@ -197,6 +207,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info(f"run directory {output_dir} (checkpoints, logs, pictures, metrics.json); seed {seed}")
 
     resolved = resolve(cfg)
+    log.debug("the config, resolved:\n%s", OmegaConf.to_yaml(resolved))  # debug=...: hydra.verbose
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # The parts are built from the resolved config, which the checkpoints keep (plain values, so
     # they load with weights_only=True and rebuild the model by themselves).
@@ -210,11 +221,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info(f"KL(q || p) of {type(model.posterior).__name__} against {type(model.prior).__name__}: "
              f"{kl_estimator.replace('_', '-')}")
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_loggers(cfg.get("logger"), output_dir)
-    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+    if cfg.trainer.get("fast_dev_run"):  # a dry run saves no checkpoint (Lightning 2.6 still writes last.ckpt)
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=False, **_named_profiler(cfg.trainer, output_dir),
                             **_manual_optimization_settings(cfg.trainer, model))
     if cfg.get("compile"):
         model = _compiled(model, trainer)
+    ckpt_path = _resume_path(cfg.get("ckpt_path"), output_dir)
+    # The trackers start last, when what can be wrong with the config has been said: a mistake leaves no
+    # empty tracker run (wandb run, CSV version directory) behind.
+    if trainer.fast_dev_run:
+        log.info("trainer.fast_dev_run: no loggers and no checkpoints; the test uses the weights as they are")
+    else:
+        trainer.loggers = _instantiate_loggers(cfg.get("logger"), output_dir)
     if trainer.world_size > 1:
         # The weights agree across ranks (DDP broadcasts rank 0's); the noise must not: each rank
         # draws its own reparameterisation and binarisation samples.
@@ -229,7 +248,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
 
-    ckpt_path = _resume_path(cfg.get("ckpt_path"), output_dir)
     with warnings.catch_warnings():
         if ckpt_path:  # resuming in the run's own directory: its checkpoints are expected there
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -303,6 +321,33 @@ def _disentanglement(cfg: DictConfig, model: VAE, datamodule: Any, trainer: L.Tr
     return run_on_rank_zero(trainer, compute)
 
 
+def _fid_metric(cfg: DictConfig, datamodule: Any):
+    """With ``fid=true``: the FID metric (its Inception network loaded), once the data is known to be colour
+    images; else None. Any reason it cannot be had is one error, before the evaluation's work."""
+    if not cfg.get("fid"):
+        return None
+    from .fid import check_fid_data, check_fid_settings, fid_metric
+
+    check_fid_settings(cfg.get("fid_samples", 10000), cfg.get("fid_batch_size", 100))
+    check_fid_data(datamodule)
+    return fid_metric()
+
+
+def _fid(cfg: DictConfig, model: VAE, datamodule: Any, trainer: L.Trainer, metric) -> dict[str, float]:
+    """``test/fid``: ``fid_samples`` samples of the model against the test images, computed by rank 0."""
+    from .disentanglement.callback import run_on_rank_zero
+    from .fid import frechet_distance
+
+    def compute() -> dict[str, float]:
+        start = time.perf_counter()
+        device = trainer.strategy.root_device
+        fid = frechet_distance(model.to(device), datamodule, metric, cfg.get("fid_samples", 10000),
+                               cfg.get("fid_batch_size", 100), int(cfg.get("seed") or 0), device)
+        return {"test/fid": fid, "test/fid_seconds": time.perf_counter() - start}
+
+    return run_on_rank_zero(trainer, compute)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint: the model is rebuilt from the config inside it, the data from the data config
     inside it (or ``config_path``'s); return the metrics."""
@@ -336,6 +381,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(data_cfg)
     dis_settings = _disentanglement_settings(cfg, datamodule)
+    fid = _fid_metric(cfg, datamodule)  # checked (and its network loaded) before anything is evaluated
     model = model_from_checkpoint(checkpoint, ckpt, overrides={"objective.num_samples": cfg.num_samples,
                                                                "eval.nll_samples": cfg.nll_samples,
                                                                "eval.nll_chunk_size": cfg.nll_chunk_size})
@@ -349,6 +395,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics["seconds"] = seconds
     if dis_settings is not None:
         metrics.update(_disentanglement(cfg, model, datamodule, trainer, dis_settings))
+    if fid is not None:
+        metrics.update(_fid(cfg, model, datamodule, trainer, fid))
     report = {"ckpt_path": str(ckpt), "num_samples": cfg.num_samples, "nll_samples": cfg.nll_samples,
               "kl_estimator": model.kl_estimator, **metrics}
     if trainer.is_global_zero:  # the metrics are already reduced across ranks
