@@ -290,31 +290,69 @@ def test_an_8bit_likelihood_on_binarised_data_warns(caplog):
         assert not caplog.records
 
 
-def test_a_guard_checking_every_n_steps_still_never_saves_a_faulty_checkpoint(fake_mnist, tmp_path):
-    """Checked every 10 steps (as on a GPU), a NaN at step 7 reaches the weights before any check; the
-    checkpoint at the end of epoch 1 (step 10) is refused, and the one of epoch 0 stays the last good one."""
+def _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, guard, *overrides):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)  # 5 steps per epoch
-    model = NaNAtStep.from_config(compose_config(*SMALL), (1, 28, 28))
+    model = NaNAtStep.from_config(compose_config(*SMALL, *overrides), (1, 28, 28))
     model.bad_step = 7
     ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, callbacks=[ckpt, NonFiniteGuard(every_n_steps=10)],
-                        plugins=[AtomicCheckpointIO()])
-    with pytest.raises(NonFiniteError, match=r"the weights are not finite at step 10 \(epoch 1, checked every 10 "
-                                             r"steps\), as a checkpoint was to be saved"):
+                        default_root_dir=tmp_path, callbacks=[ckpt, guard], plugins=[AtomicCheckpointIO()])
+    with pytest.raises(NonFiniteError) as err:
         trainer.fit(model, dm)
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 5 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    return str(err.value), model
 
 
-def test_the_guard_checks_every_step_on_a_cpu_by_default():
+def test_a_guard_reading_every_n_steps_names_the_faulty_step_skips_its_update_and_saves_nothing_after_it(
+        fake_mnist, tmp_path):
+    """Read every 10 steps, a NaN at step 7 is reported at step 10 as the fault of step 7; the fused Adam
+    skipped that step's update (the weights stay finite and train on), and the checkpoint at the end of
+    epoch 1 (step 10) is never written: the one of epoch 0 stays the last good one."""
+    message, model = _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, NonFiniteGuard(every_n_steps=10))
+    assert "the loss is not finite at step 7 (epoch 1): the recon term (recon=nan" in message
+    assert "Found at step 10" in message and "the update of step 7 was skipped" in message
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the faulty update never landed
+    assert not hasattr(model.trainer.optimizers[0], "found_inf")  # the optimiser is given back as it was
+
+
+def test_with_an_optimiser_that_cannot_skip_a_step_the_fault_is_still_named_and_never_saved(fake_mnist, tmp_path):
+    message, model = _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, NonFiniteGuard(every_n_steps=10),
+                                               "model/optimizer=sgd")
+    assert "the loss is not finite at step 7 (epoch 1): the recon term" in message
+    assert "its update and those after it were applied" in message
+    assert not all(torch.isfinite(p).all() for p in model.parameters())  # SGD applied the NaN update
+
+
+def test_weights_made_non_finite_outside_any_step_are_never_saved(fake_mnist, tmp_path):
+    """A fault no step shows (a weight written directly) is caught by the check of the weights before a save."""
+
+    class Corrupt(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    pl_module.decoder.net[0].weight[0, 0] = float("nan")
+
+    dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path, callbacks=[ckpt, Corrupt(), NonFiniteGuard()],
+                        plugins=[AtomicCheckpointIO()])
+    with pytest.raises(NonFiniteError, match=r"the weights are not finite at step 10 \(epoch 1, checked every 50 "
+                                             r"steps\), as a checkpoint was to be saved"):
+        trainer.fit(make_vae(*SMALL), dm)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+
+
+def test_the_guard_reads_its_checks_at_the_logging_interval_by_default():
     from types import SimpleNamespace
 
     guard = NonFiniteGuard()
-    guard.on_fit_start(SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu"))), None)
-    assert guard._every == 1
-    guard.on_fit_start(SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0))), None)
-    assert guard._every == 100
+    for device, every, expected in (("cpu", 50, 50), ("cuda", 50, 50), ("cpu", 1, 1), ("cpu", 10**9, 1000)):
+        guard.on_fit_start(SimpleNamespace(log_every_n_steps=every, strategy=SimpleNamespace(
+            root_device=torch.device(device))), None)
+        assert guard._every == expected
+    assert NonFiniteGuard(every_n_steps=1)._every == 1
     with pytest.raises(VAEUserError, match=r"every_n_steps='often' must be an integer"):
         NonFiniteGuard("often")
 
@@ -369,17 +407,28 @@ def test_the_start_of_a_run_shows_the_parts_and_their_sizes_and_no_bookkeeping(m
     assert "trainable parameters" in text
 
 
-def test_lightnings_lines_that_ask_nothing_of_a_user_are_left_out(caplog):
+def test_lines_that_ask_nothing_of_a_user_stay_off_the_console():
+    # The console handler's filter (conf/hydra/default.yaml); the run's log file keeps every line.
+    # tests/test_readme.py checks the first screen of a real run.
     import logging
 
-    import vae_lightning.run  # noqa: F401 - installs the filter
+    from vae_lightning.console import WANDB_LOG, ConsoleFilter
 
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    logger.addHandler(caplog.handler)  # Lightning's loggers do not propagate to the root's
-    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
-        logger.info("Trainer already configured with model summary callbacks: [PartsSummary]. Skipping setting a "
-                    "default `ModelSummary` callback.")
-        logger.info("Loading `train_dataloader` to estimate number of stepping batches.")
-        logger.info("GPU available: False, used: False")
-    logger.removeHandler(caplog.handler)
-    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    def shown(name, message, level=logging.INFO):
+        return ConsoleFilter().filter(logging.LogRecord(name, level, __file__, 0, message, None, None))
+
+    lightning = "lightning.pytorch.utilities.rank_zero"
+    for line in ("GPU available: False, used: False", "TPU available: False, using: 0 TPU cores",
+                 "Loading `train_dataloader` to estimate number of stepping batches.",
+                 "`Trainer(limit_val_batches=1)` was configured so 1 batch will be used.",
+                 "Trainer already configured with model summary callbacks: [PartsSummary]. Skipping setting a "
+                 "default `ModelSummary` callback."):
+        assert not shown(lightning, line), line
+    assert shown(lightning, "Restoring states from the checkpoint path at outputs/run/checkpoints/last.ckpt")
+    # wandb's own lines: only warnings and the link to an online run
+    assert not shown(WANDB_LOG, "wandb: Tracking run with wandb version 0.31.0")
+    assert shown(WANDB_LOG, "wandb: 🚀 View run at https://wandb.ai/me/vae-lightning/runs/abc")
+    assert shown(WANDB_LOG, "wandb: WARNING Path /x wasn't writable, using system temp directory.", logging.WARNING)
+    assert not shown(WANDB_LOG, "wandb: WARNING The anonymous setting has no effect and will be removed in a "
+                                "future version.", logging.WARNING)
+    assert shown("vae_lightning.run", "run directory outputs/2026-01-02/03-04-05 (checkpoints, ...); seed 42")

@@ -8,25 +8,53 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, RichProgressBar
 
 from .steps import batches_done_this_epoch, batches_seen
 
 log = logging.getLogger("vae_lightning")
 
+#: The callback hooks Lightning calls once per batch. It calls each of them on every callback, through
+#: ``lightning.pytorch.trainer.call._call_callback_hooks``: about 1.5 us of its Python a call (a profiler
+#: context, the callback's ``state_key``) even for a hook that does nothing, so 6 callbacks x 6 hooks
+#: cost about 50 us a training step. It skips a hook that is not callable.
+PER_BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+                   "on_before_zero_grad", "on_train_batch_end", "on_validation_batch_start",
+                   "on_validation_batch_end", "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start",
+                   "on_predict_batch_end")
 
-def _mix(*values: int) -> int:
-    """A well-spread 63-bit seed from a few integers (splitmix64 over each in turn)."""
-    x = 0
+
+class QuietCallback(L.Callback):
+    """A callback that Lightning calls per batch only for the per-batch hooks it implements.
+
+    A subclass's per-batch hooks (:data:`PER_BATCH_HOOKS`) that are still Lightning's empty defaults are
+    set to None on the class, and Lightning skips a hook that is not callable. A subclass that
+    implements one simply defines it (and does not call ``super()`` for a hook left at None)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in PER_BATCH_HOOKS:
+            if getattr(cls, name, None) is getattr(L.Callback, name):
+                setattr(cls, name, None)
+
+
+def _mix(*values: int, state: int = 0) -> int:
+    """A well-spread 63-bit seed from a few integers (splitmix64 over each in turn, from ``state``: the
+    unmasked result of an earlier call, so that ``_mix(a, b) == _mix(b, state=_mix_state(a))``)."""
+    return _mix_state(*values, state=state) & 0x7FFFFFFFFFFFFFFF
+
+
+def _mix_state(*values: int, state: int = 0) -> int:
+    x = state
     for value in values:
         x = (x ^ (value & 0xFFFFFFFFFFFFFFFF)) + 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF
         x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
+    return x
 
 
-class SeedEveryStep(L.Callback):
+class SeedEveryStep(QuietCallback):
     """Each training batch draws its randomness (the dynamic binarisation, the reparameterisation noise,
     dropout) from a seed of its own, a function of the run's seed, the process's rank, the epoch and
     the batch; each validation and test from one of (seed, rank, epoch, phase, step).
@@ -46,6 +74,8 @@ class SeedEveryStep(L.Callback):
     def __init__(self, seed: int | None = None):
         self.seed = seed
         self._next_batch: tuple[int, int] | None = None  # the (epoch, batch) whose seed is set for training
+        self._generators: list[torch.Generator] | None = None  # the generators the run draws from
+        self._epoch_state: tuple[tuple[int, int], int] | None = None  # ((rank, epoch), its mixed state)
 
     def seed_for(self, rank: int, epoch: int, where: int, step: int = 0) -> int:
         """The seed of one batch (``where`` >= 0) or one evaluation (VALIDATION, TEST, at ``step``)."""
@@ -53,18 +83,32 @@ class SeedEveryStep(L.Callback):
         return _mix(seed, rank, epoch, where, step)
 
     def _set(self, trainer: L.Trainer, seed: int) -> None:
-        # The generators in use only: torch.manual_seed (every backend) costs ~85 us, these ~1 us.
-        torch.default_generator.manual_seed(seed)
-        device = trainer.strategy.root_device
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            torch.cuda.default_generators[index].manual_seed(seed)
-        elif device.type != "cpu":
+        # The generators in use only: torch.manual_seed (every backend) costs ~85 us, these ~1 us each.
+        # Host-side state only: seeding a CUDA generator queues nothing and waits for nothing.
+        if self._generators is None:
+            self._generators = [torch.default_generator]
+            device = trainer.strategy.root_device
+            if device.type == "cuda":
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                self._generators.append(torch.cuda.default_generators[index])
+            elif device.type != "cpu":
+                self._generators = []  # another backend: torch.manual_seed below
+        for generator in self._generators:
+            generator.manual_seed(seed)
+        if not self._generators:
             torch.manual_seed(seed)
 
     def _train(self, trainer: L.Trainer, epoch: int, batch: int) -> None:
+        """Seed the generators for training batch ``batch`` of ``epoch``: once per batch, so the mixing of
+        (seed, rank, epoch) is done once per epoch and only the batch (and step 0) mixed in here."""
+        if self._epoch_state is None or self._epoch_state[0] != (trainer.global_rank, epoch):
+            seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", "0"))
+            self._epoch_state = ((trainer.global_rank, epoch), _mix_state(seed, trainer.global_rank, epoch))
         self._next_batch = (epoch, batch)
-        self._set(trainer, self.seed_for(trainer.global_rank, epoch, batch))
+        self._set(trainer, _mix(batch, 0, state=self._epoch_state[1]))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._generators, self._epoch_state = None, None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = batches_done_this_epoch(trainer)  # > 0 when resumed mid-epoch
@@ -93,7 +137,7 @@ class SeedEveryStep(L.Callback):
         self._set(trainer, self.seed_for(trainer.global_rank, trainer.current_epoch, self.TEST, batches_seen(trainer)))
 
 
-class EpochSummary(L.Callback):
+class EpochSummary(QuietCallback):
     """One log line per epoch with the bound's terms and the epoch's wall time.
 
     The rich progress bar only draws on a terminal; this line also reaches log
@@ -125,10 +169,51 @@ class EpochSummary(L.Callback):
             log.info(f"epoch {trainer.current_epoch + 1}{of}  {values}  ({seconds:.1f} s{since})")
 
 
-class ProgressBar(RichProgressBar):
+class Checkpoints(ModelCheckpoint, QuietCallback):
+    """Lightning's ModelCheckpoint, the same in every setting and in its checkpoints, without its per-batch
+    cost when it saves by epoch or validation only (``every_n_train_steps`` and ``train_time_interval``
+    unset, as in conf/callbacks/default.yaml): its ``on_train_batch_end`` then does nothing, and Lightning
+    is not asked to call it. Its ``state_key`` (which Lightning formats on every hook call it makes, a
+    ``repr`` of five settings) is computed once, and is ModelCheckpoint's: the checkpoints of either resume
+    with the other."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._state_key = "ModelCheckpoint" + super().state_key[len(type(self).__qualname__):]
+        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+            self.on_train_batch_end = None  # Lightning skips a hook that is not callable
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key
+
+
+class ProgressBar(RichProgressBar, QuietCallback):
     """Lightning's rich progress bar without the logger's version number (``v_num``), counting epochs from 1
     as the epoch log line does ("Epoch 1/1" for a one-epoch run, not "Epoch 0/0"; "Epoch 1" when only
-    ``max_steps`` or ``max_time`` bounds the run, not "Epoch 0/-2")."""
+    ``max_steps`` or ``max_time`` bounds the run, not "Epoch 0/-2").
+
+    The training bar and its metrics are brought up to date at most every ``update_every`` seconds (and
+    at an epoch's last batch), not after every batch: rich's update and the metrics' dictionary cost
+    tens of microseconds a batch, as much as a small model's step. The VAE's training values come from its
+    ``train_progress`` (plain floats, read at the logged steps)."""
+
+    def __init__(self, *args, update_every: float = 0.1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.update_every = update_every
+        self._updated = float("-inf")
+        self._batches = float("inf")  # the epoch's training batches
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._batches = trainer.num_training_batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.monotonic()
+        if now - self._updated < self.update_every and batch_idx + 1 < self._batches:
+            return
+        self._updated = now
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def _get_train_description(self, current_epoch: int) -> str:
         total = self.trainer.max_epochs
@@ -138,10 +223,12 @@ class ProgressBar(RichProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        return items
+        # The VAE keeps its bar values out of Lightning's progress-bar metrics (read back every step, a sync)
+        # and gives them here as floats, read at the logged steps.
+        return {**getattr(pl_module, "train_progress", {}), **items}
 
 
-class PartsSummary(ModelSummary):
+class PartsSummary(ModelSummary, QuietCallback):
     """The model's parts and their sizes, one small table before the first epoch: what a user reads there.
     Left out: the module's bookkeeping (its metrics: ``val_activity``, ``test_nll``, ``epoch_means``, which
     hold no weights) and Lightning's mode and FLOPs columns (zeros unless FLOPs are measured)."""

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from .checks import require_int
 from .errors import VAEUserError
 from .steps import batches_seen
+from .callbacks import QuietCallback
 
 log = logging.getLogger("vae_lightning")
 
@@ -64,77 +65,179 @@ class NonFiniteError(VAEUserError):
     """The loss or a gradient became NaN or Inf."""
 
 
-class NonFiniteGuard(L.Callback):
+class NonFiniteGuard(QuietCallback):
     """Stop at the first NaN or Inf in the loss or the gradients, naming the step and the term.
 
-    Checks every ``every_n_steps`` training batches; each check waits for the device, which costs
-    nothing on a CPU but stalls a GPU's queue, so ``auto`` checks every step on a CPU and every 100
-    on an accelerator. Between checks a fault can reach the weights: before any checkpoint is
-    written the weights are checked too, so nothing is saved after a fault and the last checkpoint
-    on disk is the last good one.
+    Every training step is checked, on the device and without waiting for it: after backward, the
+    step's loss terms (the VAE's ``train_terms``) and the norm of each parameter's gradient go into
+    one row of a small buffer on the device (a handful of kernels, no host-device sync). The buffer is
+    read, one sync for all its rows, every ``every_n_steps`` training batches, and before each
+    validation, before any checkpoint is written and when training ends. ``auto`` reads it at the
+    loggers' interval (``trainer.log_every_n_steps``, at most 1000), on the steps whose logging waits
+    for the device anyway; ``1`` reads each step's row at once, before its update (a sync per step: the
+    stop comes before the faulty update, whatever the optimiser); ``0`` turns the guard off.
+    A fault is reported as found: its step and epoch, the term or the parameter.
+
+    The trade-off of reading later: training goes on for up to ``every_n_steps - 1`` steps after a
+    fault before it stops.
+    - With a fused optimiser (Adam, AdamW or SGD with ``fused: true``; the default Adam is), the faulty
+      step's update is skipped on the device, as fp16 loss scaling skips an overflowing step (the
+      optimiser's ``found_inf``): the weights and the optimiser's state stay those before the fault,
+      and the steps after it train on, each checked the same way.
+    - With any other optimiser the faulty update is applied, and the weights may carry the fault until
+      the read stops training.
+    Either way nothing is saved after a fault: a checkpoint reads the buffer first (and checks the
+    weights), so the last checkpoint on disk is the last good one. Under fp16 loss scaling the
+    gradients are left to the GradScaler (an overflowing step is skipped by design); the loss terms
+    are still checked.
     """
 
     def __init__(self, every_n_steps: int | str = "auto"):
         if every_n_steps != "auto":
             require_int("callbacks.non_finite_guard.every_n_steps", every_n_steps, 0)
         self.every_n_steps = every_n_steps
-        self._every = every_n_steps if every_n_steps != "auto" else 1
+        self._every = every_n_steps if every_n_steps != "auto" else 50
+        self._set_up([], [])
+
+    def _set_up(self, params: list[torch.nn.Parameter], names: list[str]) -> None:
+        self._params, self._param_names = params, names  # the parameters whose gradients are checked
+        self._rows: torch.Tensor | None = None  # [every, terms + params] on the device: one row per step
+        self._row_views: tuple[torch.Tensor, ...] = ()
+        self._terms: tuple[str, ...] = ()  # the terms' names: the first columns of a row (then the gradients)
+        self._pending: list[tuple[int, int]] = []  # (step, epoch) of each row written since the last read
+        self._read_due = False  # the step just checked ends a reading interval
+        self._zero: torch.Tensor | None = None  # the norm of a parameter with no gradient this step
+        self._found: torch.Tensor | None = None  # 1.0 when the step's row is not finite: fused optimisers skip it
+        self._skipping: list[torch.optim.Optimizer] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_steps == "auto":
-            self._every = 1 if trainer.strategy.root_device.type == "cpu" else 100
+            self._every = min(max(int(trainer.log_every_n_steps or 1), 1), 1000)
 
-    def _due(self, trainer: L.Trainer) -> bool:
-        return self._every > 0 and batches_seen(trainer) % self._every == 0
-
-    def _where(self, trainer: L.Trainer) -> str:
-        checked = f", checked every {self._every} steps" if self._every > 1 else ""
-        return f"at step {batches_seen(trainer)} (epoch {trainer.current_epoch}{checked})"
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
+        named = [] if scaled else [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
+        self._set_up([p for _, p in named], [n for n, _ in named])
+        optimizers = list(trainer.optimizers)
+        if self._every and not scaled and optimizers and all(_skips_on_found_inf(o) for o in optimizers):
+            # Each fused optimiser reads found_inf on its step and leaves everything as it was when it is 1.
+            devices = {p.device for p in self._params}
+            if len(devices) == 1:
+                self._found = torch.zeros((), dtype=torch.float32, device=devices.pop())
+                for optimizer in optimizers:
+                    optimizer.found_inf = self._found
+                self._skipping = optimizers
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        """After backward, before the weights change: the loss terms first, then every gradient.
+        """After backward, before the weights change: one row of the step's loss terms and gradient norms.
 
         With an objective that has an optimiser of its own, before the VAE's step only: one backward pass
         has given every gradient by then, the objective's parameters' included."""
-        if not self._due(trainer) or (len(trainer.optimizers) > 1 and optimizer is not trainer.optimizers[0]):
+        if not self._every or (len(trainer.optimizers) > 1 and optimizer is not trainer.optimizers[0]):
             return
         # The batch means of the step's terms, which the VAE publishes as `train_terms` (0-dim tensors).
         terms = getattr(pl_module, "train_terms", None) or {}
-        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
-        # fp16 loss scaling: an overflowing step is skipped by the GradScaler, by design.
-        grads = [] if scaled else [p.grad for p in pl_module.parameters() if p.grad is not None]
-        checked = [t.reshape(1).float() for t in terms.values()]
-        if grads:
-            checked.append(_total_norm(grads).reshape(1).float())  # one fused pass over all gradients
-        if not checked or torch.isfinite(torch.cat(checked)).all():  # the one device sync of the step
+        if not terms and not self._params:
             return
-        if any(not math.isfinite(float(v)) for v in terms.values()):
-            bad = [name for name, value in terms.items() if not math.isfinite(float(value)) and name != "loss"]
-            what = " and ".join(f"the {name} term" for name in bad) or "the loss"
-            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            self._stop(trainer, f"the loss is not finite {self._where(trainer)}: {what} ({shown})")
-        for name, param in pl_module.named_parameters():
-            if param.grad is not None and not torch.isfinite(param.grad).all():
-                self._stop(trainer, f"the gradient of {name} is not finite {self._where(trainer)}")
+        if self._rows is None or len(self._pending) == len(self._rows) or tuple(terms) != self._terms:
+            self._read(trainer)  # (a full buffer cannot happen when the reads come on time)
+            device = next(iter(terms.values())).device if terms else self._params[0].device
+            self._terms = tuple(terms)
+            self._rows = torch.zeros(self._every, len(terms) + len(self._params), device=device)
+            self._row_views = self._rows.unbind(0)  # (views made once: no indexing kernel per step)
+            self._zero = torch.zeros((), device=device)
+        row = self._row_views[len(self._pending)]
+        grads = [p.grad if p.grad is not None else self._zero for p in self._params]
+        norms = torch._foreach_norm(grads, 2, dtype=torch.float32) if grads else []  # one fused pass
+        torch.stack([*terms.values(), *norms], out=row)
+        step = batches_seen(trainer)
+        self._pending.append((step, trainer.current_epoch))
+        if self._every == 1:
+            self._read(trainer)  # read at once: a sync, and a stop before the faulty update
+        elif self._found is not None:
+            # 1.0 when the row holds a NaN or an Inf (each times 0 is NaN, and so is their sum), else 0.0: three
+            # kernels (isfinite alone is four).
+            torch.nan_to_num(torch.sum(row * 0), nan=1.0, out=self._found)
+        self._read_due = (step + 1) % self._every == 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._read_due:  # after the step's update is queued, on the steps the loggers record
+            self._read_due = False
+            self._read(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._read(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._read(trainer)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._release()  # (Lightning calls no teardown after an exception)
+
+    def _release(self) -> None:
+        for optimizer in self._skipping:  # the optimisers are the user's again
+            optimizer.__dict__.pop("found_inf", None)
+        self._skipping, self._found = [], None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        """Between checks a fault may have reached the weights: never save them then."""
-        if self._every == 1 or not trainer.training:
+        """Never save after a fault: read what is pending first, then check the weights themselves."""
+        if trainer.state.fn != "fit":
             return
+        self._read(trainer)
         weights = [p.detach() for p in pl_module.parameters()]
         if weights and not torch.isfinite(_total_norm(weights)):
-            self._stop(trainer, f"the weights are not finite {self._where(trainer)}, as a checkpoint was to be saved")
+            checked = f", checked every {self._every} steps" if self._every > 1 else ""
+            self._stop(trainer, f"the weights are not finite at step {batches_seen(trainer)} (epoch "
+                                f"{trainer.current_epoch}{checked}), as a checkpoint was to be saved")
+
+    def _read(self, trainer: L.Trainer) -> None:
+        """Read the rows written since the last read (the one device sync of the guard) and stop at the
+        first that is not finite."""
+        pending, self._pending = self._pending, []
+        if not pending or self._rows is None:
+            return
+        rows = self._rows[: len(pending)]
+        finite = torch.isfinite(rows).all(dim=1).tolist()
+        if all(finite):
+            return
+        bad = finite.index(False)
+        step, epoch = pending[bad]
+        values = rows[bad].tolist()
+        terms = dict(zip(self._terms, values))
+        grads = dict(zip(self._param_names, values[len(self._terms):]))
+        where = f"at step {step} (epoch {epoch})"
+        later = ""
+        if step + 1 < batches_seen(trainer):
+            skipped = (f"the update of step {step} was skipped" if self._found is not None else
+                       "its update and those after it were applied")
+            later = (f" (Found at step {batches_seen(trainer)}: the guard checks every step and reads the checks "
+                     f"every {self._every} steps; {skipped}.)")
+        if any(not math.isfinite(v) for v in terms.values()):
+            bad_terms = [name for name, value in terms.items() if not math.isfinite(value) and name != "loss"]
+            what = " and ".join(f"the {name} term" for name in bad_terms) or "the loss"
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+            self._stop(trainer, f"the loss is not finite {where}: {what} ({shown})", later)
+        name = next(name for name, norm in grads.items() if not math.isfinite(norm))
+        self._stop(trainer, f"the gradient of {name} is not finite {where}", later)
 
     @staticmethod
-    def _stop(trainer: L.Trainer, what: str) -> None:
+    def _stop(trainer: L.Trainer, what: str, later: str = "") -> None:
         last = _last_checkpoint(trainer)
         raise NonFiniteError(
-            f"Training stopped: {what}. The last good checkpoint is {last or 'none (no epoch finished)'}. "
+            f"Training stopped: {what}.{later} The last good checkpoint is {last or 'none (no epoch finished)'}. "
             f"Try a lower model.optimizer.lr, trainer.gradient_clip_val=1.0, or a larger model.likelihood.min_sigma."
         )
 
 
-class CheckpointOnSignal(L.Callback):
+def _skips_on_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimiser's step reads ``found_inf`` and then changes nothing: the fused kernels do."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"))
+
+
+class CheckpointOnSignal(QuietCallback):
     """On SIGTERM (Lightning stops after the current batch), save ``last.ckpt`` so the run can resume.
 
     Unlike Lightning's ``OnExceptionCheckpoint`` it saves on SIGTERM only: after a NaN the

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from .callbacks import QuietCallback
 from .errors import VAEUserError
 from .steps import batches_seen
 from .trackers import log_images
@@ -69,7 +70,7 @@ def _row_ticks(ax, labels: list[str], cell: int, pad: int = 2) -> None:
     ax.tick_params(axis="y", length=0)
 
 
-class ImageLogger(L.Callback):
+class ImageLogger(QuietCallback):  # no per-batch hooks: Lightning skips it between batches
     """Render the model's pictures every ``every_n_epochs`` epochs (and after the last one).
 
     The inputs (validation images picked with ``seed``), the prior noise and the traversal

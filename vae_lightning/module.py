@@ -102,6 +102,9 @@ class VAE(L.LightningModule):
         self.train_terms: dict[str, torch.Tensor] = {}
         self._last_train_logs: dict[str, Any] | None = None
         self._train_logged_epoch = -1
+        #: What the progress bar shows of training (``train/elbo``), as of the last logged step: plain floats.
+        self.train_progress: dict[str, float] = {}
+        self._progress_due = False
 
     @property
     def latent_dim(self) -> int:
@@ -170,17 +173,19 @@ class VAE(L.LightningModule):
         """The mean of p(x|z) for codes z [..., D]: [..., *input_shape]."""
         return self.likelihood.mean(self.decoder(z.to(self.dtype)), len(self.input_shape))
 
-    def forward(self, x: torch.Tensor, with_iwae: bool | None = None) -> Terms:
+    def forward(self, x: torch.Tensor, with_iwae: bool | None = None, step: int | None = None) -> Terms:
         """Per-example terms of the bound for a batch x [B, *input_shape] of floats in [0, 1]; ``with_iwae``:
-        also L_K (by default when the objective reports it: K > 1, or it trains on it)."""
-        return self._terms(x, with_iwae)[1]
+        also L_K (by default when the objective reports it: K > 1, or it trains on it); ``step``: the
+        training batches seen, what the beta schedule reads (default :attr:`batches_seen`)."""
+        return self._terms(x, with_iwae, step)[1]
 
-    def _terms(self, x: torch.Tensor, with_iwae: bool | None = None) -> tuple[Posterior, Terms]:
+    def _terms(self, x: torch.Tensor, with_iwae: bool | None = None,
+               step: int | None = None) -> tuple[Posterior, Terms]:
         x = self._as_input(x)
         q = self.posterior(self.encoder(x))
         with_iwae = self.objective.reports_iwae if with_iwae is None else with_iwae
-        terms = self.objective(x, q, self.decoder, self.prior, self.likelihood, step=self.batches_seen,
-                               with_iwae=with_iwae)
+        terms = self.objective(x, q, self.decoder, self.prior, self.likelihood,
+                               step=self.batches_seen if step is None else step, with_iwae=with_iwae)
         return q, terms
 
     @torch.no_grad()
@@ -212,10 +217,20 @@ class VAE(L.LightningModule):
             values["iwae"] = terms.iwae.detach().mean()
         values.update({name: value.detach().mean() for name, value in terms.extras.items()})
         values.update(own or {})
+        # None of them on Lightning's progress bar: Lightning would read a bar value back from the device after
+        # every step until the next logged one (an .item(), a host-device sync per step); the bar shows
+        # `train_progress`, read once per logged step (on_train_batch_end).
         for name, value in values.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size,
-                     prog_bar=name == "elbo")
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
         self._last_train_logs = {"values": values, "batch_size": batch_size}
+        self._progress_due = True
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # After a logged step's update is queued, the value the progress bar shows: one read (a sync) on the steps
+        # the loggers record, whose logging waits for the device anyway.
+        if self._progress_due:
+            self._progress_due = False
+            self.train_progress = {"train/elbo": float(self._last_train_logs["values"]["elbo"])}
 
     @torch.compiler.disable
     def _log_evaluation(self, split: str, terms: Terms) -> None:
@@ -233,26 +248,32 @@ class VAE(L.LightningModule):
                      metric_attribute=f"epoch_means.{key}")
 
     @torch.compiler.disable
-    def _train_logs_due(self, batch_idx: int) -> bool:
+    def _train_logs_due(self, batch_idx: int) -> tuple[bool, int]:
         """Whether the loggers record this step (every ``trainer.log_every_n_steps`` training batches, as
-        Lightning's loggers count them), or it is the epoch's last batch, which the progress bar shows.
-        Each ``self.log`` costs ~0.8 ms of Lightning's Python, so the other steps log nothing."""
+        Lightning's loggers count them), or it is the epoch's last batch, which the progress bar shows; and
+        the training batches seen so far (:attr:`batches_seen`, what the beta schedule reads).
+        Each ``self.log`` costs ~0.8 ms of Lightning's Python, so the other steps log nothing.
+
+        Outside any compiled graph (compile=true compiles ``training_step``): the step changes from batch to
+        batch, and read inside the graph it would be one of its constants, the step compiled again at every
+        batch; returned from here it is an input of the rest, a symbol after one recompilation."""
         trainer = self._trainer
+        step = self.batches_seen
         if trainer is None:
-            return True
+            return True, step
         every = trainer.log_every_n_steps
-        recorded = every > 0 and (self.batches_seen + 1) % every == 0
+        recorded = every > 0 and (step + 1) % every == 0
         if recorded:
             self._train_logged_epoch = self.current_epoch
-        return recorded or batch_idx + 1 >= trainer.num_training_batches
+        return recorded or batch_idx + 1 >= trainer.num_training_batches, step
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         if not self.automatic_optimization:
             return self._train_with_own_optimizer(batch[0], batch_idx)
         x = batch[0]
-        log_now = self._train_logs_due(batch_idx)
+        log_now, step = self._train_logs_due(batch_idx)
         # L_K needs log q and log p of every sample: only on the steps that log it (or train on it).
-        terms = self(x, with_iwae=self.objective.reports_iwae and log_now)
+        terms = self(x, with_iwae=self.objective.reports_iwae and log_now, step=step)
         loss = terms.loss.mean()
         self.train_terms = {"recon": terms.recon.mean().detach(), "kl": terms.kl.mean().detach(),
                             "loss": loss.detach()}
@@ -269,9 +290,9 @@ class VAE(L.LightningModule):
         runs before the VAE's step (it sees every gradient then) and clipping (VAE's parameters only) in
         :meth:`on_before_optimizer_step`; the LR schedule is stepped here, at its interval.
         """
-        log_now = self._train_logs_due(batch_idx)
+        log_now, step = self._train_logs_due(batch_idx)
         vae_optimizer, own_optimizer = self.optimizers()
-        terms, own_loss, own_logs = self._two_losses(x, with_iwae=self.objective.reports_iwae and log_now)
+        terms, own_loss, own_logs = self._two_losses(x, with_iwae=self.objective.reports_iwae and log_now, step=step)
         loss = terms.loss.mean()
         self.train_terms = {"recon": terms.recon.mean().detach(), "kl": terms.kl.mean().detach(),
                             "loss": loss.detach(), "own_loss": own_loss.detach()}
@@ -285,14 +306,15 @@ class VAE(L.LightningModule):
             self._log_train(terms, x.shape[0], {k: v.detach() for k, v in own_logs.items()})
         return None
 
-    def _two_losses(self, x: torch.Tensor, with_iwae: bool) -> tuple[Terms, torch.Tensor, dict[str, torch.Tensor]]:
+    def _two_losses(self, x: torch.Tensor, with_iwae: bool,
+                    step: int | None = None) -> tuple[Terms, torch.Tensor, dict[str, torch.Tensor]]:
         """The VAE's terms, with the objective's own parameters held constant, then the objective's own loss
         (which reaches none of the VAE's parameters): their gradients fall on disjoint parameters."""
         own_parameters = self._own_parameters()
         for p in own_parameters:
             p.requires_grad_(False)
         try:
-            terms = self(x, with_iwae=with_iwae)
+            terms = self(x, with_iwae=with_iwae, step=step)
         finally:
             for p in own_parameters:
                 p.requires_grad_(True)
