@@ -21,12 +21,16 @@ Burda's model and the size ``+experiment=burda`` sets), and ``model.posterior.lo
 The model's latent code, what ``VAE.latent_dim`` and every metric see, is z = [z1, z2] of d1 + d2
 (150). The prior and the decoder ask for the posterior (by naming it in ``__init__``) to learn d1 and d2.
 
-Networks (``model=two_layer``), following the paper's description of its second architecture (two
-stochastic layers of 100 and 50 units, two deterministic tanh layers of 100 units between x and z1 and
-two of 50 units between z1 and z2, the generative network mirroring the recognition network):
+Networks (``model=two_layer``), the sizes of Burda et al.'s released code (github.com/yburda/iwae,
+``experiments.py --layers 2``: latent units [100, 50], q's hidden units [[200, 200], [100, 100]], p's
+[[100, 100], [200, 200]]), tanh deterministic layers, the generative network mirroring the recognition
+network:
 
-    q:  x -> 100 -> 100 -> z1 (100) -> 50 -> 50 -> z2 (50)      (encoder: mlp [100, 100]; posterior [50, 50])
-    p:  z2 (50) -> 50 -> 50 -> z1 (100) -> 100 -> 100 -> x      (prior [50, 50]; decoder [100, 100])
+    q:  x -> 200 -> 200 -> z1 (100) -> 100 -> 100 -> z2 (50)    (encoder: mlp [200, 200]; posterior [100, 100])
+    p:  z2 (50) -> 100 -> 100 -> z1 (100) -> 200 -> 200 -> x    (prior [100, 100]; decoder [200, 200])
+
+(The classes' own defaults for the q(z2|z1) and p(z1|z2) networks are smaller, [50, 50]; the configs
+``model/posterior=two_layer`` and ``model/prior=two_layer`` set Burda's [100, 100].)
 
 Each Gaussian layer's network outputs its mean and log-variance; ``hidden_dims: []`` makes it one linear map.
 
