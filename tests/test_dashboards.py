@@ -37,14 +37,22 @@ def runs(fake_mnist, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "VAE_DATA_DIR"}
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(ROOT))
     out = {}
-    for logger, extra in (("csv", []), ("wandb", ["logger.wandb.group=g-test", "logger.wandb.name=n-test",
-                                                   "logger.wandb.job_type=jt-test", "logger.wandb.log_model=true"])):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(logger, extra):
         run_dir = tmp_path / logger
         result = run_train(["+experiment=mnist", f"logger={logger}", f"data.data_dir={fake_mnist}",
                             "trainer.log_every_n_steps=2", f"hydra.run.dir={run_dir}", *QUICK, *IMAGES_EVERY_EPOCH,
                             *extra], env, tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-        out[logger] = run_dir
+        return run_dir
+
+    # The two runs side by side: each is mostly imports and start-up, single-threaded.
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {logger: pool.submit(one, logger, extra) for logger, extra in (
+            ("csv", []), ("wandb", ["logger.wandb.group=g-test", "logger.wandb.name=n-test",
+                                    "logger.wandb.job_type=jt-test", "logger.wandb.log_model=true"]))}
+        out = {logger: job.result() for logger, job in jobs.items()}
     return out
 
 

@@ -72,6 +72,7 @@ def test_a_dsprites_sweep_logs_the_metrics_draws_them_and_summarises_them(sweep)
     assert (sweep_dir / "disentanglement.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # three eval.py subprocesses, one DDP (about 18 s); the run's own test/dis/* stay in the default run
 def test_eval_gives_a_checkpoints_metrics_the_same_on_one_process_and_on_two(sweep, tmp_path):
     sweep_dir, env, _ = sweep
     test = json.loads((sweep_dir / "0" / "metrics.json").read_text())

@@ -50,6 +50,7 @@ def test_beta_sweep_writes_a_summary_and_a_rate_distortion_plot(fake_mnist, trai
     assert "Rate and distortion" in text and sheet.is_file()
 
 
+@pytest.mark.slow  # a multirun of subprocesses (about 12 s); the DDP and sweep paths have default tests
 def test_ddp_jobs_in_a_multirun_each_get_their_own_directory(fake_mnist, train_env, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_train(["-m", "trainer=ddp_cpu", "logger=csv", f"data.data_dir={fake_mnist}", "data.val_size=100",
@@ -83,6 +84,8 @@ def uneven_mnist(tmp_path_factory):
     return make_fake_mnist(tmp_path_factory.mktemp("uneven"), num_train=601, num_test=201, seed=1)
 
 
+@pytest.mark.slow  # six subprocesses, three of them DDP (about 45 s); DDP keeps default tests in
+# test_objective_optimizer.py (FactorVAE on 2 processes) and test_disentanglement_run.py (eval on 1 and 2)
 def test_ddp_on_two_cpu_processes_matches_one_process(uneven_mnist, train_env, tmp_path):
     """Train with 2 gloo processes on splits that do not divide by 2, then evaluate its checkpoint with
     1 process, with 2, and with 2 through the DataLoader path: the same test set, each image once."""
@@ -165,6 +168,7 @@ def test_optuna_search_maximises_the_validation_elbo_train_returns(fake_mnist, t
     assert set(results["best_params"]) == {"objective.beta", "model.optimizer.lr", "model.latent_dim"}
 
 
+@pytest.mark.slow  # a multirun of subprocesses (about 12 s); the DDP and sweep paths have default tests
 def test_joblib_launcher_runs_the_jobs_in_parallel_processes(fake_mnist, train_env, tmp_path):
     sweep = tmp_path / "joblib"
     result = run_train(["-m", "launcher=joblib", "logger=none", f"data.data_dir={fake_mnist}", "data.val_size=100",
