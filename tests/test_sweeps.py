@@ -84,8 +84,6 @@ def uneven_mnist(tmp_path_factory):
     return make_fake_mnist(tmp_path_factory.mktemp("uneven"), num_train=601, num_test=201, seed=1)
 
 
-@pytest.mark.slow  # six subprocesses, three of them DDP (about 45 s); DDP keeps default tests in
-# test_objective_optimizer.py (FactorVAE on 2 processes) and test_disentanglement_run.py (eval on 1 and 2)
 def test_ddp_on_two_cpu_processes_matches_one_process(uneven_mnist, train_env, tmp_path):
     """Train with 2 gloo processes on splits that do not divide by 2, then evaluate its checkpoint with
     1 process, with 2, and with 2 through the DataLoader path: the same test set, each image once."""
