@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from .errors import VAEUserError
 
 
-def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+def reachable(host: str, port: int, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
     try:
         socket.create_connection((host, port), timeout=timeout).close()
@@ -58,6 +58,6 @@ def resolve_wandb_mode(mode: str = "auto") -> tuple[str, str]:
     host, port = _wandb_host()
     if not _has_api_key(host):
         return "offline", f"no API key for {host} (run `wandb login` or set WANDB_API_KEY)"
-    if not _reachable(host, port):
+    if not reachable(host, port):
         return "offline", f"{host} is not reachable"
     return "online", "API key found and server reachable"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-import socket
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import VAEUserError
+from ..wandb_mode import reachable  # noqa: F401  (one TCP check for every tracker's server)
 
 log = logging.getLogger("vae_lightning")
 
@@ -108,12 +108,3 @@ def sweep_of(run_dir: Path) -> Path | None:
         if (parent / "multirun.yaml").is_file():
             return parent
     return None
-
-
-def reachable(host: str, port: int, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
