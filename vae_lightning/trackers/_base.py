@@ -108,3 +108,21 @@ def sweep_of(run_dir: Path) -> Path | None:
         if (parent / "multirun.yaml").is_file():
             return parent
     return None
+
+
+class FollowsTraining:
+    """For a logger that writes the best checkpoint's score when the run ends: the newest step logged and the
+    checkpoint callback (``_best_callback``: a name Lightning's loggers do not use). Before Lightning's class in
+    the bases."""
+
+    _last_step = 0
+    _best_callback: Any = None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is not None:
+            self._last_step = max(self._last_step, int(step))
+        super().log_metrics(metrics, step)  # type: ignore[misc]
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._best_callback = checkpoint_callback
+        super().after_save_checkpoint(checkpoint_callback)  # type: ignore[misc]

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..errors import VAEUserError
-from ._base import Target, log, multirun_job, reachable, require, swept, sweep_group, sweep_of
+from ._base import FollowsTraining, Target, log, multirun_job, reachable, require, swept, sweep_group, sweep_of
 
 #: Tags that find a run again: its directory, and the sweep it is a job of (whose summary is its parent run).
 RUN_DIR_TAG = "vae_lightning.run_dir"
@@ -69,7 +69,7 @@ def _experiment_id(client: Any, name: str, uri: str, location: str | None = None
         return experiment.experiment_id
 
 
-class MLFlowLogger(_LightningMLFlowLogger):
+class MLFlowLogger(FollowsTraining, _LightningMLFlowLogger):
     """Lightning's MLFlowLogger, with: the store opened by rank 0 only, when first used (Lightning opens it in
     its constructor, on every process: processes of a multi-GPU job started together would all create a new
     SQLite store at once); no change to MLflow's process-wide tracking URI (Lightning sets it, and
@@ -85,8 +85,6 @@ class MLFlowLogger(_LightningMLFlowLogger):
                          **kwargs)
         self._tracking_uri = uri
         self._log_best = log_model == "best"
-        self._callback = None
-        self._last_step = 0
         self._sent: dict[str, Any] = {}
 
     @property
@@ -129,18 +127,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
             self.experiment.log_batch(run_id=self.run_id, params=flat[start : start + 100], **self._log_batch_kwargs)
 
     @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if step is not None:
-            self._last_step = max(self._last_step, int(step))
-        super().log_metrics(metrics, step)
-
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        self._callback = checkpoint_callback
-        super().after_save_checkpoint(checkpoint_callback)
-
-    @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        callback = self._callback
+        callback = self._best_callback
         if self._initialized and status == "success" and callback is not None:
             best, score = getattr(callback, "best_model_path", ""), getattr(callback, "best_model_score", None)
             if score is not None and callback.monitor and self._sent.get("score") != float(score):

@@ -10,13 +10,13 @@ from typing import Any, Mapping
 from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ._base import Target, require
+from ._base import FollowsTraining, Target, require
 
 #: The metrics the HParams tab shows beside the config: what a sweep is judged by.
 HPARAM_METRICS = ("val/elbo_best", "test/elbo", "test/recon", "test/kl")
 
 
-class TensorBoardLogger(_LightningTensorBoardLogger):
+class TensorBoardLogger(FollowsTraining, _LightningTensorBoardLogger):
     """Lightning's TensorBoardLogger, with the hyper-parameters written once with :data:`HPARAM_METRICS` as their
     metrics (not Lightning's ``hp_metric`` placeholder), and ``<monitor>_best`` (``val/elbo_best``: the best
     checkpoint's score) written when the run ends."""
@@ -24,8 +24,6 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(*args, **kwargs)
-        self._checkpoint_callback = None
-        self._last_step = 0
         self._best_written: tuple[str, float] | None = None
 
     @rank_zero_only
@@ -44,18 +42,9 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
             writer.add_summary(summary)
 
     @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if step is not None:
-            self._last_step = max(self._last_step, int(step))
-        super().log_metrics(metrics, step)
-
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        self._checkpoint_callback = checkpoint_callback
-
-    @rank_zero_only
     def finalize(self, status: str) -> None:
-        best = getattr(self._checkpoint_callback, "best_model_score", None)
-        monitor = getattr(self._checkpoint_callback, "monitor", None)
+        best = getattr(self._best_callback, "best_model_score", None)
+        monitor = getattr(self._best_callback, "monitor", None)
         if status == "success" and best is not None and monitor:
             written = (f"{monitor}_best", float(best))
             if written != self._best_written:
