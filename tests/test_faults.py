@@ -20,10 +20,10 @@ from vae_lightning.faults import AtomicCheckpointIO, NonFiniteError, NonFiniteGu
 from vae_lightning.run import train
 
 
-def _trainer(tmp_path, **kwargs):
+def _trainer(tmp_path, guard=None, **kwargs):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, monitor="val/elbo", mode="max")
     return L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     default_root_dir=tmp_path, callbacks=[ckpt, NonFiniteGuard()],
+                     default_root_dir=tmp_path, callbacks=[ckpt, guard or NonFiniteGuard()],
                      plugins=[AtomicCheckpointIO()], **kwargs)
 
 
@@ -65,10 +65,15 @@ class InfGradient(VAE):
             self.decoder.net[0].weight.grad[0, 0] = float("inf")
 
 
-def test_inf_in_a_gradient_stops_naming_the_parameter(fake_mnist, tmp_path):
+def test_inf_in_a_gradient_stops_naming_the_step_and_at_every_step_the_parameter(fake_mnist, tmp_path):
+    """Read later (the default), the fault is named by its step; read every step, by its parameter too."""
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)
-    with pytest.raises(NonFiniteError, match=r"the gradient of decoder\.net\.0\.weight is not finite at step 2"):
+    with pytest.raises(NonFiniteError, match=r"a gradient is not finite at step 2 \(epoch 0\), the loss terms are "
+                                             r"finite \(callbacks\.non_finite_guard\.every_n_steps=1 names"):
         _trainer(tmp_path).fit(InfGradient.from_config(compose_config(*SMALL), (1, 28, 28)), dm)
+    trainer = _trainer(tmp_path / "every", NonFiniteGuard(every_n_steps=1))
+    with pytest.raises(NonFiniteError, match=r"the gradient of decoder\.net\.0\.weight is not finite at step 2"):
+        trainer.fit(InfGradient.from_config(compose_config(*SMALL), (1, 28, 28)), dm)
 
 
 def test_fp16_loss_scaling_overflows_are_left_to_the_grad_scaler(fake_mnist, tmp_path):
@@ -311,7 +316,7 @@ def test_a_guard_reading_every_n_steps_names_the_faulty_step_skips_its_update_an
     epoch 1 (step 10) is never written: the one of epoch 0 stays the last good one."""
     message, model = _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, NonFiniteGuard(every_n_steps=10))
     assert "the loss is not finite at step 7 (epoch 1): the recon term (recon=nan" in message
-    assert "Found at step 10" in message and "the update of step 7 was skipped" in message
+    assert "Found at step 10" in message and "the updates from step 7 on were skipped" in message
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the faulty update never landed
     assert not hasattr(model.trainer.optimizers[0], "found_inf")  # the optimiser is given back as it was
 
@@ -320,7 +325,7 @@ def test_with_an_optimiser_that_cannot_skip_a_step_the_fault_is_still_named_and_
     message, model = _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, NonFiniteGuard(every_n_steps=10),
                                                "model/optimizer=sgd")
     assert "the loss is not finite at step 7 (epoch 1): the recon term" in message
-    assert "its update and those after it were applied" in message
+    assert "the update of step 7 and those after it were applied" in message
     assert not all(torch.isfinite(p).all() for p in model.parameters())  # SGD applied the NaN update
 
 

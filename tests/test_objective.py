@@ -212,3 +212,55 @@ def test_log_q_is_evaluated_only_where_the_objective_needs_it(monkeypatch, objec
     terms = vae((torch.rand(5, 1, 28, 28) > 0.5).float())
     assert torch.isfinite(terms.loss).all()
     assert bool(calls) is evaluated
+
+
+# -- the one-sample path (K = 1, closed-form KL): the same terms, draws and gradients -------------------------
+
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+def test_one_sample_without_a_sample_axis_is_the_k_sample_path_with_k_1(beta):
+    """ELBO(K=1) draws z as [B, D] and takes -log p(x|z) straight from the Bernoulli's cross-entropy; the
+    same terms through the K-sample path ([1, B, D], log_prob, mean over K), the same draws from the same seed,
+    the same gradients, and against torch.distributions."""
+    from vae_lightning.nets import MLPDecoder
+    from vae_lightning.posteriors import DiagonalGaussianPosterior
+    from vae_lightning.priors import StandardNormal
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((5, 1, 4, 4), 0.4))
+    params = torch.randn(5, 6, requires_grad=True)
+    posterior, prior, likelihood = DiagonalGaussianPosterior(3), StandardNormal(3), Bernoulli()
+    decoder = MLPDecoder(3, (1, 4, 4), hidden_dims=[7])
+    q = posterior(params)
+
+    torch.manual_seed(1)
+    fast = ELBO(num_samples=1, beta=beta)(x, q, decoder, prior, likelihood)
+    torch.manual_seed(1)
+    z = q.rsample(1)  # [1, B, D]: the K-sample draw
+    log_px_z = likelihood.log_prob(x, decoder(z), 3)
+    recon, kl = -log_px_z.mean(0), q.kl(prior)
+    torch.testing.assert_close(fast.recon, recon, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast.kl, kl, rtol=0, atol=0)
+    torch.testing.assert_close(fast.loss, recon + beta * kl, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast.elbo, -(recon + kl), rtol=0, atol=1e-12)  # computed when read
+    ref = Independent(TorchBernoulli(logits=decoder(z[0])), 3).log_prob(x)
+    torch.testing.assert_close(fast.recon, -ref)
+    (grad_fast,) = torch.autograd.grad(fast.loss.sum(), params)
+    (grad_k,) = torch.autograd.grad((recon + beta * kl).sum(), params)
+    torch.testing.assert_close(grad_fast, grad_k, rtol=0, atol=1e-12)
+    # the generic K = 1 of the other objectives (sample_terms): the same [1, B] log p(x|z)
+    torch.manual_seed(1)
+    log_px_one, log_ratio, kl_one, _ = ELBO(num_samples=1).sample_terms(x, q, decoder, prior, likelihood, False)
+    assert log_px_one.shape == (1, 5) and log_ratio is None
+    torch.testing.assert_close(log_px_one, log_px_z, rtol=0, atol=1e-12)
+
+
+def test_terms_compute_the_elbo_when_read_and_need_a_loss():
+    from vae_lightning.objectives import Terms
+
+    recon, kl = torch.tensor([3.0, 4.0]), torch.tensor([1.0, 0.5])
+    terms = Terms(recon=recon, kl=kl, loss=recon + kl)
+    torch.testing.assert_close(terms.elbo, -(recon + kl))
+    terms.elbo = torch.tensor([7.0, 8.0])  # one an objective gives is kept
+    torch.testing.assert_close(terms.elbo, torch.tensor([7.0, 8.0]))
+    with pytest.raises(TypeError, match="Terms needs loss="):
+        Terms(recon=recon, kl=kl)

@@ -62,3 +62,35 @@ def test_iwae_warmed_up_with_beta_below_one_trains_on_the_warmed_bound(fake_mnis
         else:  # beta = 1: the loss is minus the logged L_K
             assert r["train/loss"] == pytest.approx(-r["train/iwae"], rel=1e-6), step
     assert rows[0]["train/loss"] <= rows[0]["train/recon"]  # beta = 0: -log mean_k p(x|z_k) <= recon
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_logged_training_values_are_what_lightnings_self_log_writes(fake_mnist, tmp_path, monkeypatch):
+    """The VAE sends its training values to the loggers itself (one read of all of them per logged step, not
+    Lightning's self.log per value): the same run through Lightning's self.log writes the same metrics.csv,
+    every column, step and epoch; a checkpoint monitoring train/loss reads the same values."""
+    from vae_lightning import VAE
+
+    overrides = ("callbacks.model_checkpoint.monitor=train/loss", "callbacks.model_checkpoint.mode=min",
+                 "+callbacks.model_checkpoint.every_n_train_steps=4", "callbacks.model_checkpoint.save_top_k=2",
+                 "callbacks.image_logger=null", "trainer.log_every_n_steps=4", "data.batch_size=100")
+
+    def run(where):
+        cfg = compose_run("logger=csv", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path / where}",
+                          "data.val_size=100", "trainer.max_epochs=2", "test=false", "model.latent_dim=3",
+                          "model.encoder.hidden_dims=[32]", "seed=3", *overrides)
+        train(cfg)
+        (path,) = (tmp_path / where).glob("csv/version_*/metrics.csv")
+        return _csv(path), sorted(p.name for p in (tmp_path / where / "checkpoints").glob("*.ckpt"))
+
+    direct, direct_ckpts = run("direct")
+    monkeypatch.setattr(VAE, "_lightning_log_metrics", lambda self: None)  # Lightning's self.log, as before
+    through_log, log_ckpts = run("self_log")
+    train_rows = [r for r in direct if r.get("train/loss")]
+    assert [int(r["step"]) for r in train_rows] == [3, 7]  # 5 steps an epoch, every 4th step
+    assert direct == through_log and direct_ckpts == log_ckpts
+    assert len(direct_ckpts) == 3  # the 2 best by train/loss, and last.ckpt

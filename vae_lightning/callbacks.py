@@ -75,7 +75,8 @@ class SeedEveryStep(QuietCallback):
         self.seed = seed
         self._next_batch: tuple[int, int] | None = None  # the (epoch, batch) whose seed is set for training
         self._generators: list[torch.Generator] | None = None  # the generators the run draws from
-        self._epoch_state: tuple[tuple[int, int], int] | None = None  # ((rank, epoch), its mixed state)
+        # ((rank, epoch), its mixed state, the seed of each of its batches)
+        self._epoch_state: tuple[tuple[int, int], int, list[int]] | None = None
 
     def seed_for(self, rank: int, epoch: int, where: int, step: int = 0) -> int:
         """The seed of one batch (``where`` >= 0) or one evaluation (VALIDATION, TEST, at ``step``)."""
@@ -99,13 +100,31 @@ class SeedEveryStep(QuietCallback):
             torch.manual_seed(seed)
 
     def _train(self, trainer: L.Trainer, epoch: int, batch: int) -> None:
-        """Seed the generators for training batch ``batch`` of ``epoch``: once per batch, so the mixing of
-        (seed, rank, epoch) is done once per epoch and only the batch (and step 0) mixed in here."""
-        if self._epoch_state is None or self._epoch_state[0] != (trainer.global_rank, epoch):
+        """Seed the generators for training batch ``batch`` of ``epoch``. The epoch's seeds are mixed at its
+        start, all at once (about 2 us each), so a batch only looks its seed up."""
+        key = (trainer.global_rank, epoch)
+        if self._epoch_state is None or self._epoch_state[0] != key:
             seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", "0"))
-            self._epoch_state = ((trainer.global_rank, epoch), _mix_state(seed, trainer.global_rank, epoch))
+            state = _mix_state(seed, *key)
+            batches = trainer.num_training_batches
+            # (inf for an iterable without a length; past 2^16 batches, the rest are mixed one by one)
+            count = min(batches + 1, 1 << 16) if isinstance(batches, int) else 0
+            self._epoch_state = (key, state, [_mix(b, 0, state=state) for b in range(count)])
         self._next_batch = (epoch, batch)
-        self._set(trainer, _mix(batch, 0, state=self._epoch_state[1]))
+        seeds = self._epoch_state[2]
+        self._set(trainer, seeds[batch] if batch < len(seeds) else _mix(batch, 0, state=self._epoch_state[1]))
+
+    def _set_batch(self, trainer: L.Trainer, batch: int) -> None:
+        """The training batch ``batch`` of the epoch in course (the hot path: one lookup, one seeding)."""
+        seeds = self._epoch_state[2]
+        if batch >= len(seeds):
+            self._train(trainer, trainer.current_epoch, batch)
+            return
+        self._next_batch = (self._epoch_state[0][1], batch)
+        for generator in self._generators:
+            generator.manual_seed(seeds[batch])
+        if not self._generators:
+            torch.manual_seed(seeds[batch])
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._generators, self._epoch_state = None, None
@@ -121,7 +140,7 @@ class SeedEveryStep(QuietCallback):
         self._train(trainer, trainer.current_epoch, 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
-        self._train(trainer, trainer.current_epoch, batch_idx + 1)
+        self._set_batch(trainer, batch_idx + 1)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._set(trainer, self.seed_for(trainer.global_rank, trainer.current_epoch, self.VALIDATION,

@@ -68,22 +68,22 @@ class NonFiniteError(VAEUserError):
 class NonFiniteGuard(QuietCallback):
     """Stop at the first NaN or Inf in the loss or the gradients, naming the step and the term.
 
-    Every training step is checked, on the device and without waiting for it: after backward, the
-    step's loss terms (the VAE's ``train_terms``) and the norm of each parameter's gradient go into
-    one row of a small buffer on the device (a handful of kernels, no host-device sync). The buffer is
-    read, one sync for all its rows, every ``every_n_steps`` training batches, and before each
-    validation, before any checkpoint is written and when training ends. ``auto`` reads it at the
-    loggers' interval (``trainer.log_every_n_steps``, at most 1000), on the steps whose logging waits
-    for the device anyway; ``1`` reads each step's row at once, before its update (a sync per step: the
-    stop comes before the faulty update, whatever the optimiser); ``0`` turns the guard off.
-    A fault is reported as found: its step and epoch, the term or the parameter.
+    Every training step is checked, on the device and without waiting for it: after backward, one fused
+    kernel (the one fp16 loss scaling uses to find an overflow) looks at the step's loss terms (the VAE's
+    ``train_terms``) and every parameter's gradient and raises a flag on the device, which is copied into
+    a row of a small buffer: no host-device sync. The buffer is read, one sync for all its rows, every
+    ``every_n_steps`` training batches, and before each validation, before any checkpoint is written and
+    when training ends. ``auto`` reads it at the loggers' interval (``trainer.log_every_n_steps``, at most
+    1000), on the steps whose logging waits for the device anyway; ``1`` reads each step at once, before
+    its update (a sync per step: the stop comes before the faulty update, whatever the optimiser, and the
+    message names the parameter whose gradient is not finite); ``0`` turns the guard off.
+    A fault is reported as found: its step and epoch, the terms' values at that step, and where it was found.
 
     The trade-off of reading later: training goes on for up to ``every_n_steps - 1`` steps after a
     fault before it stops.
-    - With a fused optimiser (Adam, AdamW or SGD with ``fused: true``; the default Adam is), the faulty
-      step's update is skipped on the device, as fp16 loss scaling skips an overflowing step (the
-      optimiser's ``found_inf``): the weights and the optimiser's state stay those before the fault,
-      and the steps after it train on, each checked the same way.
+    - With a fused optimiser (Adam, AdamW or SGD with ``fused: true``; the default Adam is), the flag is
+      the optimiser's ``found_inf``, as under fp16 loss scaling: from the faulty step on, every update is
+      skipped on the device, so the weights and the optimiser's state stay those before the fault.
     - With any other optimiser the faulty update is applied, and the weights may carry the fault until
       the read stops training.
     Either way nothing is saved after a fault: a checkpoint reads the buffer first (and checks the
@@ -101,14 +101,12 @@ class NonFiniteGuard(QuietCallback):
 
     def _set_up(self, params: list[torch.nn.Parameter], names: list[str]) -> None:
         self._params, self._param_names = params, names  # the parameters whose gradients are checked
-        self._rows: torch.Tensor | None = None  # [every, terms + params] on the device: one row per step
-        self._row_views: tuple[torch.Tensor, ...] = ()
-        self._terms: tuple[str, ...] = ()  # the terms' names: the first columns of a row (then the gradients)
-        self._pending: list[tuple[int, int]] = []  # (step, epoch) of each row written since the last read
-        self._read_due = False  # the step just checked ends a reading interval
-        self._zero: torch.Tensor | None = None  # the norm of a parameter with no gradient this step
-        self._found: torch.Tensor | None = None  # 1.0 when the step's row is not finite: fused optimisers skip it
-        self._skipping: list[torch.optim.Optimizer] = []
+        self._found: torch.Tensor | None = None  # 1.0 once a checked value was not finite (sticky until read)
+        self._one: torch.Tensor | None = None  # the 'scale' of the check: the values are multiplied by 1.0
+        self._rows: tuple[torch.Tensor, ...] = ()  # views of a [every] buffer: the flag after each step
+        self._pending: list[tuple[int, int, dict[str, torch.Tensor]]] = []  # (step, epoch, terms) since the read
+        self.on_train_batch_end = None  # (set for the batch that ends a reading interval)
+        self._skipping: list[torch.optim.Optimizer] = []  # the fused optimisers that read the flag
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_steps == "auto":
@@ -118,52 +116,53 @@ class NonFiniteGuard(QuietCallback):
         scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
         named = [] if scaled else [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
         self._set_up([p for _, p in named], [n for n, _ in named])
+        if not self._every or self._every == 1:
+            return
+        devices = {p.device for p in self._params} or {pl_module.device}
+        if len(devices) > 1:  # a model over several devices: read at once, as every_n_steps=1 does
+            self._every = 1
+            return
+        device = devices.pop()
+        self._found = torch.zeros((), dtype=torch.float32, device=device)
+        self._one = torch.ones((), dtype=torch.float32, device=device)
+        self._rows = torch.zeros(self._every, dtype=torch.float32, device=device).unbind(0)  # views made once
         optimizers = list(trainer.optimizers)
-        if self._every and not scaled and optimizers and all(_skips_on_found_inf(o) for o in optimizers):
+        if not scaled and optimizers and all(_skips_on_found_inf(o) for o in optimizers):
             # Each fused optimiser reads found_inf on its step and leaves everything as it was when it is 1.
-            devices = {p.device for p in self._params}
-            if len(devices) == 1:
-                self._found = torch.zeros((), dtype=torch.float32, device=devices.pop())
-                for optimizer in optimizers:
-                    optimizer.found_inf = self._found
-                self._skipping = optimizers
+            for optimizer in optimizers:
+                optimizer.found_inf = self._found
+            self._skipping = optimizers
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        """After backward, before the weights change: one row of the step's loss terms and gradient norms.
+        """After backward, before the weights change: check the step's loss terms and gradients.
 
         With an objective that has an optimiser of its own, before the VAE's step only: one backward pass
         has given every gradient by then, the objective's parameters' included."""
         if not self._every or (len(trainer.optimizers) > 1 and optimizer is not trainer.optimizers[0]):
             return
-        # The batch means of the step's terms, which the VAE publishes as `train_terms` (0-dim tensors).
         terms = getattr(pl_module, "train_terms", None) or {}
-        if not terms and not self._params:
-            return
-        if self._rows is None or len(self._pending) == len(self._rows) or tuple(terms) != self._terms:
-            self._read(trainer)  # (a full buffer cannot happen when the reads come on time)
-            device = next(iter(terms.values())).device if terms else self._params[0].device
-            self._terms = tuple(terms)
-            self._rows = torch.zeros(self._every, len(terms) + len(self._params), device=device)
-            self._row_views = self._rows.unbind(0)  # (views made once: no indexing kernel per step)
-            self._zero = torch.zeros((), device=device)
-        row = self._row_views[len(self._pending)]
-        grads = [p.grad if p.grad is not None else self._zero for p in self._params]
-        norms = torch._foreach_norm(grads, 2, dtype=torch.float32) if grads else []  # one fused pass
-        torch.stack([*terms.values(), *norms], out=row)
         step = batches_seen(trainer)
-        self._pending.append((step, trainer.current_epoch))
-        if self._every == 1:
-            self._read(trainer)  # read at once: a sync, and a stop before the faulty update
-        elif self._found is not None:
-            # 1.0 when the row holds a NaN or an Inf (each times 0 is NaN, and so is their sum), else 0.0: three
-            # kernels (isfinite alone is four).
-            torch.nan_to_num(torch.sum(row * 0), nan=1.0, out=self._found)
-        self._read_due = (step + 1) % self._every == 0
+        if self._found is None:  # every_n_steps=1: read at once, before the update
+            self._check_now(trainer, step, terms)
+            return
+        if len(self._pending) == len(self._rows):
+            self._read(trainer)  # (a full buffer cannot happen when the reads come on time)
+        checked = [*terms.values(), *(p.grad for p in self._params if p.grad is not None)]
+        if checked:
+            # One kernel for all: found = 1 if any value is NaN or Inf (each is multiplied by 1.0: unchanged).
+            torch._amp_foreach_non_finite_check_and_unscale_(checked, self._found, self._one)
+        self._rows[len(self._pending)].copy_(self._found)
+        self._pending.append((step, trainer.current_epoch, terms))
+        if (step + 1) % self._every == 0:
+            # Read after the step's update is queued, on the steps the loggers record: Lightning calls this
+            # callback's on_train_batch_end on those steps only (it skips a hook that is None).
+            self.on_train_batch_end = self._read_at_batch_end
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self._read_due:  # after the step's update is queued, on the steps the loggers record
-            self._read_due = False
-            self._read(trainer)
+    on_train_batch_end = None
+
+    def _read_at_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.on_train_batch_end = None
+        self._read(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._read(trainer)
@@ -180,7 +179,7 @@ class NonFiniteGuard(QuietCallback):
     def _release(self) -> None:
         for optimizer in self._skipping:  # the optimisers are the user's again
             optimizer.__dict__.pop("found_inf", None)
-        self._skipping, self._found = [], None
+        self._skipping = []
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         """Never save after a fault: read what is pending first, then check the weights themselves."""
@@ -194,34 +193,51 @@ class NonFiniteGuard(QuietCallback):
                                 f"{trainer.current_epoch}{checked}), as a checkpoint was to be saved")
 
     def _read(self, trainer: L.Trainer) -> None:
-        """Read the rows written since the last read (the one device sync of the guard) and stop at the
-        first that is not finite."""
+        """Read the flags of the steps since the last read (the one device sync of the guard) and stop at the
+        first that is raised."""
         pending, self._pending = self._pending, []
-        if not pending or self._rows is None:
+        if not pending:
             return
-        rows = self._rows[: len(pending)]
-        finite = torch.isfinite(rows).all(dim=1).tolist()
-        if all(finite):
+        flags = torch.stack(self._rows[: len(pending)]).tolist()
+        if not any(flags):
             return
-        bad = finite.index(False)
-        step, epoch = pending[bad]
-        values = rows[bad].tolist()
-        terms = dict(zip(self._terms, values))
-        grads = dict(zip(self._param_names, values[len(self._terms):]))
-        where = f"at step {step} (epoch {epoch})"
+        bad = next(i for i, flag in enumerate(flags) if flag)
+        step, epoch, terms = pending[bad]
+        if self._skipping:
+            skipped = f"the updates from step {step} on were skipped"
+        else:
+            skipped = f"the update of step {step} and those after it were applied"
         later = ""
         if step + 1 < batches_seen(trainer):
-            skipped = (f"the update of step {step} was skipped" if self._found is not None else
-                       "its update and those after it were applied")
             later = (f" (Found at step {batches_seen(trainer)}: the guard checks every step and reads the checks "
                      f"every {self._every} steps; {skipped}.)")
-        if any(not math.isfinite(v) for v in terms.values()):
-            bad_terms = [name for name, value in terms.items() if not math.isfinite(value) and name != "loss"]
-            what = " and ".join(f"the {name} term" for name in bad_terms) or "the loss"
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
-            self._stop(trainer, f"the loss is not finite {where}: {what} ({shown})", later)
-        name = next(name for name, norm in grads.items() if not math.isfinite(norm))
-        self._stop(trainer, f"the gradient of {name} is not finite {where}", later)
+        self._report(trainer, f"at step {step} (epoch {epoch})", terms, later)
+        self._stop(trainer, f"a gradient is not finite at step {step} (epoch {epoch}), the loss terms are finite "
+                            f"(callbacks.non_finite_guard.every_n_steps=1 names the parameter)", later)
+
+    def _check_now(self, trainer: L.Trainer, step: int, terms: dict[str, torch.Tensor]) -> None:
+        """every_n_steps=1: the step's terms and each parameter's gradient norm, read at once (a sync)."""
+        where = f"at step {step} (epoch {trainer.current_epoch})"
+        self._report(trainer, where, terms)
+        grads = [(name, p.grad) for name, p in zip(self._param_names, self._params) if p.grad is not None]
+        if not grads:
+            return
+        norms = torch.stack(torch._foreach_norm([g for _, g in grads], 2, dtype=torch.float32)).tolist()
+        for (name, _), norm in zip(grads, norms):
+            if not math.isfinite(norm):
+                self._stop(trainer, f"the gradient of {name} is not finite {where}")
+
+    def _report(self, trainer: L.Trainer, where: str, terms: dict[str, torch.Tensor], later: str = "") -> None:
+        """Stop when one of a step's terms (their batch means) is not finite, naming it."""
+        if not terms:
+            return
+        values = dict(zip(terms, torch.stack([t.detach().float().mean() for t in terms.values()]).tolist()))
+        if all(math.isfinite(v) for v in values.values()):
+            return
+        bad_terms = [name for name, value in values.items() if not math.isfinite(value) and name != "loss"]
+        what = " and ".join(f"the {name} term" for name in bad_terms) or "the loss"
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        self._stop(trainer, f"the loss is not finite {where}: {what} ({shown})", later)
 
     @staticmethod
     def _stop(trainer: L.Trainer, what: str, later: str = "") -> None:

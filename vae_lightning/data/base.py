@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import RunningStage
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..checks import check_data_args, is_number
@@ -433,7 +434,9 @@ class ImageDataModule(L.LightningDataModule):
         and the flips."""
         x, y = batch
         x = x.float() / 255.0
-        if self.trainer is not None and self.trainer.training:
+        trainer = self.trainer
+        # (`is`, not trainer.training: Lightning's enum comparison lower-cases two strings, at every batch)
+        if trainer is not None and trainer.state.stage is RunningStage.TRAINING:
             if self.binarize == "dynamic":
                 # Bernoulli(x) as u < x, u ~ U[0, 1): the same draw, ~3x faster than torch.bernoulli on a CPU.
                 x = (torch.rand_like(x) < x).to(x.dtype)

@@ -83,6 +83,11 @@ class Likelihood(nn.Module):
         """log p(x|z): x [B, *event], params [..., B, *param_event] -> [..., B]."""
         raise NotImplementedError
 
+    def nll(self, x: torch.Tensor, params: torch.Tensor, event_dim: int) -> torch.Tensor:
+        """-log p(x|z), the reconstruction term of one sample: ``-log_prob``, which a likelihood computed as a
+        loss (the Bernoulli's cross-entropy) overrides to skip two negations on the training's hot path."""
+        return -self.log_prob(x, params, event_dim)
+
     def mean(self, params: torch.Tensor, event_dim: int) -> torch.Tensor:
         """The mean of p(x|z): what a reconstruction or a sample shows."""
         raise NotImplementedError

@@ -20,8 +20,12 @@ class Bernoulli(Likelihood):
     data_kind = "binary"
 
     def log_prob(self, x, params, event_dim):
-        x = x.expand_as(params)  # [B, *event] -> [K, B, *event] when K samples are drawn
-        return sum_event(-F.binary_cross_entropy_with_logits(params, x, reduction="none"), event_dim)
+        return -self.nll(x, params, event_dim)
+
+    def nll(self, x, params, event_dim):
+        if x.shape != params.shape:
+            x = x.expand_as(params)  # [B, *event] -> [K, B, *event] when K samples are drawn
+        return sum_event(F.binary_cross_entropy_with_logits(params, x, reduction="none"), event_dim)
 
     def mean(self, params, event_dim):
         return torch.sigmoid(params)

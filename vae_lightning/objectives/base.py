@@ -84,7 +84,7 @@ class Terms:
     recon:  -E_q[log p(x|z)], the reconstruction loss, estimated with K samples.
     kl:     KL(q(z|x) || p(z)): analytic when the pair has a closed form, else the
             Monte-Carlo estimate (1/K) sum_k log q(z_k|x) - log p(z_k) on the same samples.
-    elbo:   -(recon + kl), the true bound on log p(x) whatever beta is.
+    elbo:   -(recon + kl), the true bound on log p(x) whatever beta is; may be left out (computed when read).
     loss:   what training minimises (with beta, free bits, ...): the VAE takes its batch mean. The only
             field trained; nothing else is added to it.
     iwae:   the importance-weighted bound L_K over the same K samples (beta = 1); None unless
@@ -102,12 +102,32 @@ class Terms:
 
     recon: torch.Tensor
     kl: torch.Tensor
-    elbo: torch.Tensor
-    loss: torch.Tensor
+    elbo: torch.Tensor | None = None  # None: -(recon + kl), computed when first read (see below)
+    loss: torch.Tensor = None  # type: ignore[assignment]  (required: checked in __post_init__)
     iwae: torch.Tensor | None = None
     kl_per_dim: torch.Tensor | None = None
     beta: float = 1.0
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.loss is None:
+            raise TypeError("Terms needs loss=: the per-example tensor [B] that training minimises")
+
+
+def _elbo(terms: Terms) -> torch.Tensor:
+    elbo = terms.__dict__.get("_elbo")
+    if elbo is None:
+        elbo = terms.__dict__["_elbo"] = -(terms.recon + terms.kl)
+    return elbo
+
+
+def _set_elbo(terms: Terms, value: torch.Tensor | None) -> None:
+    terms.__dict__["_elbo"] = value
+
+
+# ``elbo`` is always -(recon + kl), so an objective need not pass it: it is then computed when first read
+# (the logged steps and evaluation), not on every training step, where nothing reads it.
+Terms.elbo = property(_elbo, _set_elbo, doc="-(recon + kl), the true bound on log p(x) whatever beta is: [B]")
 
 
 class Objective(nn.Module):
@@ -181,16 +201,32 @@ class Objective(nn.Module):
         Carlo, as ``kl_estimator`` says) and kl_per_dim [B, D] or None. The ELBO is then
         ``recon = -log_px_z.mean(0)``, ``elbo = -(recon + kl)``, and L_K ``iwae_bound(log_px_z + log_ratio)``.
         """
-        z, log_ratio = self.draw(q, prior, need_log_ratio)
-        log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
+        if self.num_samples == 1 and not need_log_ratio and self.analytic(q, prior):
+            # one sample, drawn and decoded without the sample axis ([B, D]), which log p(x|z) gets back
+            z, log_ratio = q.rsample_one(), None
+            log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)[None]  # [1, B]
+        else:
+            z, log_ratio = self.draw(q, prior, need_log_ratio)
+            log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
         kl, kl_per_dim = self.kl_terms(q, prior, log_ratio)
         return log_px_z, log_ratio, kl, kl_per_dim
+
+    def one_sample_recon(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor],
+                         likelihood: Likelihood) -> torch.Tensor:
+        """-log p(x|z) [B] for one reparameterised z ~ q(z|x) per example: the reconstruction term of K = 1,
+        drawn and decoded without a sample axis (``q.rsample_one()``, ``likelihood.nll``): on a small model
+        the ELBO's training step is then as short as a hand-written one."""
+        return likelihood.nll(x, full_precision(decode(q.rsample_one())), x.dim() - 1)
+
+    def analytic(self, q, prior) -> bool:
+        """Whether the KL of this pair is the closed form (``kl_estimator`` is not monte_carlo and the pair has
+        one): no log-density of a sample is needed then."""
+        return self.kl_estimator != "monte_carlo" and has_analytic_kl(q, prior)
 
     def draw(self, q, prior, need_log_ratio: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """K samples z [K, B, D] of q, and log p(z_k) - log q(z_k|x) [K, B] when a Monte-Carlo KL or
         ``need_log_ratio`` needs it (else None)."""
-        monte_carlo = self.kl_estimator == "monte_carlo" or not has_analytic_kl(q, prior)
-        if monte_carlo or need_log_ratio:
+        if need_log_ratio or not self.analytic(q, prior):
             z, log_q = q.rsample_and_log_prob(self.num_samples)  # [K, B, D], [K, B]
             return z, prior.log_prob(z) - log_q
         # the ELBO with an analytic KL: no log-density to evaluate, on the training's hot path

@@ -43,14 +43,20 @@ class ELBO(Objective):
 
     def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
         beta = self.beta_at(step)
-        log_px_z, log_ratio, kl, kl_per_dim = self.sample_terms(x, q, decode, prior, likelihood, with_iwae)
-        recon = -log_px_z.mean(dim=0)  # [B]
+        if self.num_samples == 1 and not with_iwae and self.analytic(q, prior):
+            # K = 1 with a closed-form KL, the default: -log p(x|z) of one sample, no sample axis (the fast path)
+            recon, iwae = self.one_sample_recon(x, q, decode, likelihood), None  # [B]
+            kl, kl_per_dim = self.kl_terms(q, prior, None)
+        else:
+            log_px_z, log_ratio, kl, kl_per_dim = self.sample_terms(x, q, decode, prior, likelihood, with_iwae)
+            recon = -log_px_z.mean(dim=0)  # [B]
+            iwae = iwae_bound(log_px_z + log_ratio) if with_iwae else None
         if self.free_bits > 0:
             per_group = kl_per_dim if kl_per_dim is not None else kl[:, None]  # one group: the whole KL
             group = self.free_bits_group_size if kl_per_dim is not None else 1
-            loss = recon + beta * free_bits_kl(per_group, self.free_bits, group)
+            kl_loss = free_bits_kl(per_group, self.free_bits, group)
         else:
-            loss = recon + beta * kl
-        iwae = iwae_bound(log_px_z + log_ratio) if with_iwae else None
-        return Terms(recon=recon, kl=kl, elbo=-(recon + kl), loss=loss, iwae=iwae, kl_per_dim=kl_per_dim, beta=beta)
+            kl_loss = kl
+        loss = recon + (kl_loss if beta == 1.0 else beta * kl_loss)
+        return Terms(recon=recon, kl=kl, loss=loss, iwae=iwae, kl_per_dim=kl_per_dim, beta=beta)  # elbo: when read
 

@@ -24,6 +24,12 @@ class Posterior:
         """K differentiable samples (reparameterised): [K, B, D]."""
         raise NotImplementedError
 
+    def rsample_one(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One differentiable sample per example, without the sample axis: [B, D]. What the objectives draw when
+        K = 1 (the common case), so that the decoder and the likelihood see [B, ...], not [1, B, ...]. By
+        default ``rsample(1)[0]``; a posterior may draw it directly (the diagonal Gaussian does)."""
+        return self.rsample(1, generator=generator)[0]
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x), summed over the latent dimensions: [..., B, D] -> [..., B]."""
         raise NotImplementedError

@@ -23,6 +23,10 @@ class DiagonalGaussian(Posterior):
         """z_k = mu + sigma * eps_k, eps_k ~ N(0, I): [K, B, D]."""
         return self.loc + (0.5 * self.logvar).exp() * self._noise((num_samples, *self.loc.shape), generator)
 
+    def rsample_one(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I): [B, D] (the same draw as ``rsample(1)[0]``)."""
+        return self.loc + (0.5 * self.logvar).exp() * self._noise(self.loc.shape, generator)
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; mu, diag exp(logvar)), summed over the last dim. Broadcasts: [..., D] -> [...]."""
         return -0.5 * (math.log(2 * math.pi) + self.logvar + (z - self.loc).pow(2) / self.logvar.exp()).sum(dim=-1)
