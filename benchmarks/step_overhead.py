@@ -14,7 +14,7 @@ microseconds, so what is measured is the per-step overhead of each layer:
              VAE of parts, the MNIST DataModule), with validation off and the tiny model
   -X         the framework with one piece X off (see PIECES): framework - (-X) is X's cost
   bare       the framework's module and DataModule alone: every callback, the logger and the bar off
-  +X         the framework with a proposed change X (see VARIANTS)
+  +X         the framework with another setting X (see VARIANTS)
 
 Each arm trains --warmup steps, then --steps timed steps, the time of every batch read at its start
 (so a chunk of steps includes everything between two batches: the hooks, the loader, the logging);
@@ -61,17 +61,20 @@ PIECES = {
     "-progress": ("the rich progress bar off",
                   ["callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false"]),
     "-logging": ("logging off (no logger, no train logs)", ["logger=none", "trainer.log_every_n_steps=1000000000"]),
-    "-checkpoint": ("ModelCheckpoint off", ["callbacks.model_checkpoint=null", "+trainer.enable_checkpointing=false"]),
+    "-checkpoint": ("Checkpoints (the ModelCheckpoint) off",
+                    ["callbacks.model_checkpoint=null", "+trainer.enable_checkpointing=false"]),
     "-images": ("ImageLogger off", ["callbacks.image_logger=null"]),
     "-epoch_summary": ("EpochSummary off", ["callbacks.epoch_summary=null"]),
     "-signal": ("CheckpointOnSignal off", ["callbacks.checkpoint_on_signal=null"]),
     "-model_summary": ("PartsSummary off", ["callbacks.model_summary=null"]),
     "-binarize": ("binarisation off (data.binarize=none)", ["data.binarize=none"]),
 }
-#: The framework with a proposed change: arm name -> (what it is, config overrides).
+#: The framework with another setting: arm name -> (what it is, config overrides).
 VARIANTS = {
-    "+checkpoints": ("ModelCheckpoint -> vae_lightning.callbacks.Checkpoints (no per-batch hook)",
-                     ["callbacks.model_checkpoint._target_=vae_lightning.callbacks.Checkpoints"]),
+    "+modelcheckpoint": ("Lightning's ModelCheckpoint instead of vae_lightning.callbacks.Checkpoints (the default)",
+                         ["callbacks.model_checkpoint._target_=lightning.pytorch.callbacks.ModelCheckpoint"]),
+    "+guard_every_step": ("the NaN guard reading every step (every_n_steps=1: a sync per step)",
+                          ["callbacks.non_finite_guard.every_n_steps=1"]),
 }
 BARE = ["callbacks=none", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false",
         "+trainer.enable_model_summary=false", "logger=none", "trainer.log_every_n_steps=1000000000"]

@@ -182,7 +182,12 @@ class _FakeTrainer:
     global_rank, world_size = 0, 1
 
     def __init__(self, training):
+        from types import SimpleNamespace
+
+        from lightning.pytorch.trainer.states import RunningStage
+
         self.training = training
+        self.state = SimpleNamespace(stage=RunningStage.TRAINING if training else RunningStage.VALIDATING)
 
 
 def _first_batch(dm, loader, training):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import RunningStage
 
 from image_data import make_fake_celeba, make_fake_cifar10
 from vae_lightning.data import (ArraysDataModule, CelebADataModule, CIFAR10DataModule, ImageFolderDataModule,
@@ -311,13 +312,13 @@ def test_hflip_flips_about_half_of_training_images_and_never_evaluation_ones(tmp
     x = torch.rand(400, 3, 4, 5)
     dm = ArraysDataModule.__new__(ArraysDataModule)
     dm.binarize, dm.hflip = "none", True
-    dm.trainer = SimpleNamespace(training=True)
+    dm.trainer = SimpleNamespace(state=SimpleNamespace(stage=RunningStage.TRAINING))
     out, _ = dm.on_after_batch_transfer(((x * 255).round().to(torch.uint8), None), 0)
     as_float = (x * 255).round() / 255
     flipped = (out == as_float.flip(-1)).flatten(1).all(1)
     kept = (out == as_float).flatten(1).all(1)
     assert (flipped | kept).all() and 150 < flipped.sum() < 250
-    dm.trainer = SimpleNamespace(training=False)
+    dm.trainer = SimpleNamespace(state=SimpleNamespace(stage=RunningStage.VALIDATING))
     out, _ = dm.on_after_batch_transfer(((x * 255).round().to(torch.uint8), None), 0)
     assert torch.equal(out, as_float)
 
