@@ -102,7 +102,8 @@ framework_package()
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from step_overhead import MinimalModule, PlainVAE, Slices, made_up_mnist, plain_optimizer  # noqa: E402
 
-from vae_lightning.callbacks import EpochSummary, PartsSummary, ProgressBar, SeedEveryStep  # noqa: E402
+from vae_lightning.callbacks import (Checkpoints, EpochSummary, PartsSummary, ProgressBar,  # noqa: E402
+                                     SeedEveryStep)
 from vae_lightning.data import MNISTDataModule  # noqa: E402
 from vae_lightning.faults import AtomicCheckpointIO, CheckpointOnSignal, NonFiniteGuard  # noqa: E402
 from vae_lightning.likelihoods.bernoulli import Bernoulli  # noqa: E402
@@ -176,10 +177,8 @@ class Run:
         return torch.compile(model) if compile else model
 
     def callbacks(self) -> list[L.Callback]:
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
         quiet = {"file": open(os.devnull, "w")}  # the bar is drawn (its cost counted), into /dev/null
-        return [ModelCheckpoint(dirpath=self.tmp / "checkpoints", monitor="val/elbo", mode="max", save_last=False),
+        return [Checkpoints(dirpath=self.tmp / "checkpoints", monitor="val/elbo", mode="max", save_last=False),
                 ProgressBar(console_kwargs=quiet), PartsSummary(max_depth=1), EpochSummary(), NonFiniteGuard(),
                 CheckpointOnSignal(self.tmp / "checkpoints"), SeedEveryStep(seed=0)]
 

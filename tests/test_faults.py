@@ -437,3 +437,16 @@ def test_lines_that_ask_nothing_of_a_user_stay_off_the_console():
     assert not shown(WANDB_LOG, "wandb: WARNING The anonymous setting has no effect and will be removed in a "
                                 "future version.", logging.WARNING)
     assert shown("vae_lightning.run", "run directory outputs/2026-01-02/03-04-05 (checkpoints, ...); seed 42")
+
+
+def test_a_backend_without_the_fused_check_raises_the_same_flag(fake_mnist, tmp_path, monkeypatch):
+    """Where torch has no fused non-finite check for the device, the guard checks tensor by tensor: the same
+    fault, the same step, the same skipped update."""
+    def missing(*args, **kwargs):
+        raise NotImplementedError("no kernel for this backend")
+
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", missing)
+    message, model = _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, NonFiniteGuard(every_n_steps=10))
+    assert "the loss is not finite at step 7 (epoch 1): the recon term (recon=nan" in message
+    assert "the updates from step 7 on were skipped" in message
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -149,8 +149,12 @@ class NonFiniteGuard(QuietCallback):
             self._read(trainer)  # (a full buffer cannot happen when the reads come on time)
         checked = [*terms.values(), *(p.grad for p in self._params if p.grad is not None)]
         if checked:
-            # One kernel for all: found = 1 if any value is NaN or Inf (each is multiplied by 1.0: unchanged).
-            torch._amp_foreach_non_finite_check_and_unscale_(checked, self._found, self._one)
+            try:
+                # One kernel for all: found = 1 if any value is NaN or Inf (each is multiplied by 1.0: unchanged).
+                torch._amp_foreach_non_finite_check_and_unscale_(checked, self._found, self._one)
+            except (NotImplementedError, RuntimeError):  # a backend without it: the same flag, a kernel per tensor
+                flags = torch.stack([torch.isfinite(t).all().logical_not() for t in checked]).any()
+                torch.maximum(self._found, flags.to(self._found.dtype), out=self._found)
         self._rows[len(self._pending)].copy_(self._found)
         self._pending.append((step, trainer.current_epoch, terms))
         if (step + 1) % self._every == 0:

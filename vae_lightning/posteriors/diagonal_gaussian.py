@@ -25,7 +25,8 @@ class DiagonalGaussian(Posterior):
 
     def rsample_one(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """z = mu + sigma * eps, eps ~ N(0, I): [B, D] (the same draw as ``rsample(1)[0]``)."""
-        return self.loc + (0.5 * self.logvar).exp() * self._noise(self.loc.shape, generator)
+        noise = torch.randn_like(self.loc) if generator is None else self._noise(self.loc.shape, generator)
+        return self.loc + (0.5 * self.logvar).exp() * noise
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; mu, diag exp(logvar)), summed over the last dim. Broadcasts: [..., D] -> [...]."""
