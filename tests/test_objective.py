@@ -264,3 +264,36 @@ def test_terms_compute_the_elbo_when_read_and_need_a_loss():
     torch.testing.assert_close(terms.elbo, torch.tensor([7.0, 8.0]))
     with pytest.raises(TypeError, match="Terms needs loss="):
         Terms(recon=recon, kl=kl)
+
+
+def test_the_one_sample_path_keeps_a_subclass_s_own_draw_and_log_prob():
+    """A posterior that draws its own way, a likelihood with its own log_prob and an objective with its own draw
+    are what K = 1 uses: the one-sample path bypasses none of them."""
+    from vae_lightning.nets import MLPDecoder
+    from vae_lightning.posteriors import DiagonalGaussianPosterior
+    from vae_lightning.posteriors.diagonal_gaussian import DiagonalGaussian
+    from vae_lightning.priors import StandardNormal
+
+    class AtTheMean(DiagonalGaussian):
+        def rsample(self, num_samples, generator=None):
+            return self.loc.expand(num_samples, *self.loc.shape)
+
+    class Shifted(Bernoulli):
+        def log_prob(self, x, params, event_dim):
+            return super().log_prob(x, params, event_dim) - 7.0
+
+    class AtZero(ELBO):
+        def draw(self, q, prior, need_log_ratio):
+            return torch.zeros(self.num_samples, *q.mean.shape), None
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((5, 1, 4, 4), 0.4))
+    loc, logvar = torch.randn(5, 3), torch.randn(5, 3)
+    decoder, prior = MLPDecoder(3, (1, 4, 4), hidden_dims=[7]), StandardNormal(3)
+    plain_recon = -Bernoulli().log_prob(x, decoder(loc), 3)
+    terms = ELBO()(x, AtTheMean(loc, logvar), decoder, prior, Bernoulli())
+    torch.testing.assert_close(terms.recon, plain_recon)
+    terms = ELBO()(x, AtTheMean(loc, logvar), decoder, prior, Shifted())
+    torch.testing.assert_close(terms.recon, plain_recon + 7.0)
+    terms = AtZero()(x, DiagonalGaussianPosterior(3)(torch.cat([loc, logvar], -1)), decoder, prior, Bernoulli())
+    torch.testing.assert_close(terms.recon, -Bernoulli().log_prob(x, decoder(torch.zeros(5, 3)), 3))

@@ -3,7 +3,9 @@ recon + beta * kl, free bits as the formula says, IWAE warmed up with beta < 1."
 
 import csv
 
+import lightning as L
 import pytest
+import torch
 
 from conftest import compose_run
 from vae_lightning.run import train
@@ -69,19 +71,34 @@ def _csv(path):
         return list(csv.DictReader(f))
 
 
-def test_the_logged_training_values_are_what_lightnings_self_log_writes(fake_mnist, tmp_path, monkeypatch):
+class StopAt(L.Callback):
+    """Sets should_stop at the end of one training step, as max_time or a stopping rule would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step - 1 == self.step:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("stop", [8, 9])  # a step that logs nothing; the epoch's last, logged but not recorded
+def test_the_logged_training_values_are_what_lightnings_self_log_writes(stop, fake_mnist, tmp_path, monkeypatch):
     """The VAE sends its training values to the loggers itself (one read of all of them per logged step, not
     Lightning's self.log per value): the same run through Lightning's self.log writes the same metrics.csv,
-    every column, step and epoch; a checkpoint monitoring train/loss reads the same values."""
+    every column, step and epoch (beta in float32 as self.log stores it; at a step that stops training, the
+    epoch's latest values again); a checkpoint monitoring train/loss reads the same values."""
     from vae_lightning import VAE
 
     overrides = ("callbacks.model_checkpoint.monitor=train/loss", "callbacks.model_checkpoint.mode=min",
                  "+callbacks.model_checkpoint.every_n_train_steps=4", "callbacks.model_checkpoint.save_top_k=2",
-                 "callbacks.image_logger=null", "trainer.log_every_n_steps=4", "data.batch_size=100")
+                 "callbacks.image_logger=null", "trainer.log_every_n_steps=4", "data.batch_size=100",
+                 "objective.beta=2", "objective.kl_schedule=linear", "objective.warmup_steps=7",
+                 f"+callbacks.stop._target_={__name__}.StopAt", f"+callbacks.stop.step={stop}", "trainer.max_epochs=3")
 
     def run(where):
         cfg = compose_run("logger=csv", f"paths.data_dir={fake_mnist}", f"paths.output_dir={tmp_path / where}",
-                          "data.val_size=100", "trainer.max_epochs=2", "test=false", "model.latent_dim=3",
+                          "data.val_size=100", "test=false", "model.latent_dim=3",
                           "model.encoder.hidden_dims=[32]", "seed=3", *overrides)
         train(cfg)
         (path,) = (tmp_path / where).glob("csv/version_*/metrics.csv")
@@ -91,6 +108,11 @@ def test_the_logged_training_values_are_what_lightnings_self_log_writes(fake_mni
     monkeypatch.setattr(VAE, "_lightning_log_metrics", lambda self: None)  # Lightning's self.log, as before
     through_log, log_ckpts = run("self_log")
     train_rows = [r for r in direct if r.get("train/loss")]
-    assert [int(r["step"]) for r in train_rows] == [3, 7]  # 5 steps an epoch, every 4th step
+    # 5 steps an epoch, every 4th step, and the step where training stops: at 8, step 7's values written again;
+    # at 9 (the epoch's last), its own
+    assert [int(r["step"]) for r in train_rows] == [3, 7, stop]
+    assert train_rows[0]["train/beta"] == str(float(torch.tensor(2 * 3 / 7, dtype=torch.float32)))
+    same = [{k: v for k, v in r.items() if k != "step"} for r in train_rows[1:]]
+    assert (same[0] == same[1]) == (stop == 8)
     assert direct == through_log and direct_ckpts == log_ckpts
     assert len(direct_ckpts) == 3  # the 2 best by train/loss, and last.ckpt

@@ -111,6 +111,8 @@ class NonFiniteGuard(QuietCallback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_steps == "auto":
             self._every = min(max(int(trainer.log_every_n_steps or 1), 1), 1000)
+        else:
+            self._every = self.every_n_steps
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
@@ -119,7 +121,7 @@ class NonFiniteGuard(QuietCallback):
         if not self._every or self._every == 1:
             return
         devices = {p.device for p in self._params} or {pl_module.device}
-        if len(devices) > 1:  # a model over several devices: read at once, as every_n_steps=1 does
+        if len(devices) > 1:  # a model over several devices: read at once, as every_n_steps=1 does (this fit only)
             self._every = 1
             return
         device = devices.pop()
@@ -152,6 +154,8 @@ class NonFiniteGuard(QuietCallback):
             try:
                 # One kernel for all: found = 1 if any value is NaN or Inf (each is multiplied by 1.0: unchanged).
                 torch._amp_foreach_non_finite_check_and_unscale_(checked, self._found, self._one)
+            except torch.cuda.OutOfMemoryError:  # (what torch.OutOfMemoryError names in torch >= 2.5)
+                raise
             except (NotImplementedError, RuntimeError):  # a backend without it: the same flag, a kernel per tensor
                 flags = torch.stack([torch.isfinite(t).all().logical_not() for t in checked]).any()
                 torch.maximum(self._found, flags.to(self._found.dtype), out=self._found)
@@ -220,22 +224,25 @@ class NonFiniteGuard(QuietCallback):
                             f"(callbacks.non_finite_guard.every_n_steps=1 names the parameter)", later)
 
     def _check_now(self, trainer: L.Trainer, step: int, terms: dict[str, torch.Tensor]) -> None:
-        """every_n_steps=1: the step's terms and each parameter's gradient norm, read at once (a sync)."""
+        """every_n_steps=1: the step's terms and each parameter's gradient norm, read at once (one sync)."""
         where = f"at step {step} (epoch {trainer.current_epoch})"
-        self._report(trainer, where, terms)
         grads = [(name, p.grad) for name, p in zip(self._param_names, self._params) if p.grad is not None]
-        if not grads:
+        norms = torch._foreach_norm([g for _, g in grads], 2, dtype=torch.float32) if grads else []
+        means = [t.detach().float().mean() for t in terms.values()]
+        if not means and not grads:
             return
-        norms = torch.stack(torch._foreach_norm([g for _, g in grads], 2, dtype=torch.float32)).tolist()
-        for (name, _), norm in zip(grads, norms):
+        values = torch.stack([*means, *(n.to(means[0].device) if means else n for n in norms)]).tolist()
+        self._report(trainer, where, dict(zip(terms, values[:len(means)])))
+        for (name, _), norm in zip(grads, values[len(means):]):
             if not math.isfinite(norm):
                 self._stop(trainer, f"the gradient of {name} is not finite {where}")
 
-    def _report(self, trainer: L.Trainer, where: str, terms: dict[str, torch.Tensor], later: str = "") -> None:
+    def _report(self, trainer: L.Trainer, where: str, terms: dict[str, torch.Tensor | float], later: str = "") -> None:
         """Stop when one of a step's terms (their batch means) is not finite, naming it."""
         if not terms:
             return
-        values = dict(zip(terms, torch.stack([t.detach().float().mean() for t in terms.values()]).tolist()))
+        values = {name: value if isinstance(value, float) else float(value.detach().float().mean())
+                  for name, value in terms.items()}
         if all(math.isfinite(v) for v in values.values()):
             return
         bad_terms = [name for name, value in values.items() if not math.isfinite(value) and name != "loss"]

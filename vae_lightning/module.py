@@ -105,7 +105,9 @@ class VAE(L.LightningModule):
         self._train_logged_epoch = -1
         #: What the progress bar shows of training (``train/elbo``), as of the last logged step: plain floats.
         self.train_progress: dict[str, float] = {}
-        self._pending_train_logs: tuple[dict[str, Any], Callable | None] | None = None
+        #: A logged step's values until its end: (values, whether the loggers record the step; None: self.log took them)
+        self._pending_train_logs: tuple[dict[str, Any], bool | None] | None = None
+        self._epoch_train_logs: dict[str, torch.Tensor] = {}  # the epoch's latest logged values, on the host
         self._recorded = False  # the loggers record the current training step
 
     @property
@@ -230,19 +232,22 @@ class VAE(L.LightningModule):
         values.update({name: value.detach().mean() for name, value in terms.extras.items()})
         values.update(own or {})
         self._last_train_logs = {"values": values, "batch_size": batch_size}
-        trainer = self._trainer
         log_metrics = self._lightning_log_metrics()
         if log_metrics is None:  # no trainer, or a Lightning without the connector: Lightning's self.log
             for name, value in values.items():
                 self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
             self._pending_train_logs = (values, None)
             return
-        # (the dictionaries themselves: what Lightning's properties return and update)
-        metrics = {f"train/{name}": value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
+        trainer = self._trainer
+        # As self.log stores them: each value in Lightning's dtype (the default float dtype, at least float32; a
+        # Python number as a tensor of it), in the dictionaries Lightning's properties return and update.
+        dtype = torch.get_default_dtype()
+        dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        metrics = {name: value.to(dtype) if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
                    for name, value in values.items()}
-        trainer.callback_metrics.update(metrics)
-        trainer.logged_metrics.update(metrics)
-        self._pending_train_logs = (values, log_metrics if self._recorded else None)
+        trainer.callback_metrics.update({f"train/{name}": value for name, value in metrics.items()})
+        trainer.logged_metrics.update({f"train/{name}": value for name, value in metrics.items()})
+        self._pending_train_logs = (metrics, self._recorded)
 
     def _lightning_log_metrics(self) -> Callable[[dict[str, Any]], None] | None:
         """Lightning's own writer to every logger (what ``self.log``'s values end in, with the step and epoch),
@@ -250,20 +255,38 @@ class VAE(L.LightningModule):
         return getattr(getattr(self._trainer, "_logger_connector", None), "log_metrics", None)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # A logged step's values, read once (one sync) after its update is queued: to the loggers on the steps they
-        # record, and to the progress bar.
+        # A logged step's values, read once (one sync) after its update is queued: to the progress bar, and to the
+        # loggers when Lightning's self.log would write them: at the steps they record, and at a step that stops
+        # training (a callback's should_stop, set before this hook: max_time, early stopping), where Lightning writes
+        # the epoch's latest values again if this step logged none. Decided here, after every callback's hook.
         pending, trainer = self._pending_train_logs, self._trainer
-        if pending is None or (self.automatic_optimization and (batch_idx + 1) % trainer.accumulate_grad_batches
-                               and batch_idx + 1 < trainer.num_training_batches):
+        if trainer is None or (self.automatic_optimization and (batch_idx + 1) % trainer.accumulate_grad_batches
+                               and batch_idx + 1 < trainer.num_training_batches and not trainer.is_last_batch):
             return  # (gradients accumulate: the values of the batch that ends the accumulation are logged)
         self._pending_train_logs = None
-        values, log_metrics = pending
-        tensors = {name: value for name, value in values.items() if isinstance(value, torch.Tensor)}
-        dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors.values()) else torch.float32
-        host = dict(zip(tensors, torch.stack([t.to(dtype) for t in tensors.values()]).cpu().unbind()))  # one sync
+        if pending is None:
+            if trainer.should_stop and self._epoch_train_logs:
+                log_metrics = self._lightning_log_metrics()
+                if log_metrics is not None:
+                    log_metrics(dict(self._epoch_train_logs))
+            return
+        values, recorded = pending
+        if recorded is None:  # logged through self.log (no connector): the bar's value only
+            self.train_progress = {"train/elbo": float(values["elbo"])}
+            return
+        on_device = {name: value for name, value in values.items() if value.device.type != "cpu"}
+        host = dict(values)
+        if on_device:  # one sync for all of them
+            host.update(zip(on_device, torch.stack(list(on_device.values())).cpu().unbind()))
         self.train_progress = {"train/elbo": host["elbo"].item()}
-        if log_metrics is not None:  # (CPU tensors: Lightning's .item() on each reads no device)
-            log_metrics({f"train/{name}": host.get(name, value) for name, value in values.items()})
+        self._epoch_train_logs = {f"train/{name}": value for name, value in host.items()}
+        if recorded or trainer.should_stop:
+            log_metrics = self._lightning_log_metrics()
+            if log_metrics is not None:  # (CPU tensors: Lightning's .item() on each reads no device)
+                log_metrics(dict(self._epoch_train_logs))
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_train_logs = {}  # (Lightning forgets the epoch's step values when it ends)
 
     @torch.compiler.disable
     def _log_evaluation(self, split: str, terms: Terms) -> None:

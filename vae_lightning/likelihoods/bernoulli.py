@@ -20,9 +20,15 @@ class Bernoulli(Likelihood):
     data_kind = "binary"
 
     def log_prob(self, x, params, event_dim):
-        return -self.nll(x, params, event_dim)
+        return -self._cross_entropy(x, params, event_dim)
 
     def nll(self, x, params, event_dim):
+        if type(self).log_prob is not Bernoulli.log_prob:  # a subclass's own log_prob defines it
+            return -self.log_prob(x, params, event_dim)
+        return self._cross_entropy(x, params, event_dim)
+
+    @staticmethod
+    def _cross_entropy(x, params, event_dim):
         if x.shape != params.shape:
             x = x.expand_as(params)  # [B, *event] -> [K, B, *event] when K samples are drawn
         return sum_event(F.binary_cross_entropy_with_logits(params, x, reduction="none"), event_dim)

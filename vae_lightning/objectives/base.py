@@ -201,7 +201,7 @@ class Objective(nn.Module):
         Carlo, as ``kl_estimator`` says) and kl_per_dim [B, D] or None. The ELBO is then
         ``recon = -log_px_z.mean(0)``, ``elbo = -(recon + kl)``, and L_K ``iwae_bound(log_px_z + log_ratio)``.
         """
-        if self.num_samples == 1 and not need_log_ratio and self.analytic(q, prior):
+        if self.num_samples == 1 and not need_log_ratio and self._draws_as_built() and self.analytic(q, prior):
             # one sample, drawn and decoded without the sample axis ([B, D]), which log p(x|z) gets back
             z, log_ratio = q.rsample_one(), None
             log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)[None]  # [1, B]
@@ -210,6 +210,12 @@ class Objective(nn.Module):
             log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)  # [K, B], summed in float32+
         kl, kl_per_dim = self.kl_terms(q, prior, log_ratio)
         return log_px_z, log_ratio, kl, kl_per_dim
+
+    def _draws_as_built(self) -> bool:
+        """Whether this objective draws as :class:`Objective` does (no ``draw`` or ``sample_terms`` of its own, which
+        the one-sample path would bypass)."""
+        cls = type(self)
+        return cls.draw is Objective.draw and cls.sample_terms is Objective.sample_terms
 
     def one_sample_recon(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor],
                          likelihood: Likelihood) -> torch.Tensor:

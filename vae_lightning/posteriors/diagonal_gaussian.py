@@ -25,6 +25,8 @@ class DiagonalGaussian(Posterior):
 
     def rsample_one(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """z = mu + sigma * eps, eps ~ N(0, I): [B, D] (the same draw as ``rsample(1)[0]``)."""
+        if type(self).rsample is not DiagonalGaussian.rsample:  # a subclass's own draw is the draw
+            return self.rsample(1, generator=generator)[0]
         noise = torch.randn_like(self.loc) if generator is None else self._noise(self.loc.shape, generator)
         return self.loc + (0.5 * self.logvar).exp() * noise
 
