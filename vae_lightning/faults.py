@@ -103,7 +103,8 @@ class NonFiniteGuard(QuietCallback):
         self._params, self._param_names = params, names  # the parameters whose gradients are checked
         self._found: torch.Tensor | None = None  # 1.0 once a checked value was not finite (sticky until read)
         self._one: torch.Tensor | None = None  # the 'scale' of the check: the values are multiplied by 1.0
-        self._rows: tuple[torch.Tensor, ...] = ()  # views of a [every] buffer: the flag after each step
+        self._buffer: torch.Tensor | None = None  # [every]: the flag after each step since the last read
+        self._rows: tuple[torch.Tensor, ...] = ()  # its elements, as views made once (no indexing per step)
         self._pending: list[tuple[int, int, dict[str, torch.Tensor]]] = []  # (step, epoch, terms) since the read
         self.on_train_batch_end = None  # (set for the batch that ends a reading interval)
         self._skipping: list[torch.optim.Optimizer] = []  # the fused optimisers that read the flag
@@ -127,7 +128,8 @@ class NonFiniteGuard(QuietCallback):
         device = devices.pop()
         self._found = torch.zeros((), dtype=torch.float32, device=device)
         self._one = torch.ones((), dtype=torch.float32, device=device)
-        self._rows = torch.zeros(self._every, dtype=torch.float32, device=device).unbind(0)  # views made once
+        self._buffer = torch.zeros(self._every, dtype=torch.float32, device=device)
+        self._rows = self._buffer.unbind(0)
         optimizers = list(trainer.optimizers)
         if not scaled and optimizers and all(_skips_on_found_inf(o) for o in optimizers):
             # Each fused optimiser reads found_inf on its step and leaves everything as it was when it is 1.
@@ -206,7 +208,7 @@ class NonFiniteGuard(QuietCallback):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        flags = torch.stack(self._rows[: len(pending)]).tolist()
+        flags = self._buffer[: len(pending)].tolist()
         if not any(flags):
             return
         bad = next(i for i, flag in enumerate(flags) if flag)

@@ -260,10 +260,12 @@ class VAE(L.LightningModule):
         # training (a callback's should_stop, set before this hook: max_time, early stopping), where Lightning writes
         # the epoch's latest values again if this step logged none. Decided here, after every callback's hook.
         pending, trainer = self._pending_train_logs, self._trainer
-        if trainer is None or (self.automatic_optimization and (batch_idx + 1) % trainer.accumulate_grad_batches
+        if trainer is None or (pending is None and not trainer.should_stop):
+            return  # (most steps)
+        if (self.automatic_optimization and (batch_idx + 1) % trainer.accumulate_grad_batches
                                and batch_idx + 1 < trainer.num_training_batches and not trainer.is_last_batch):
             return  # (gradients accumulate: the values of the batch that ends the accumulation are logged)
-        self._pending_train_logs = None
+        self.__dict__["_pending_train_logs"] = None
         if pending is None:
             if trainer.should_stop and self._epoch_train_logs:
                 log_metrics = self._lightning_log_metrics()

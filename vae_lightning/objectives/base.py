@@ -30,6 +30,7 @@ from ..likelihoods import Likelihood
 from ..schedules import KL_SCHEDULES, beta_at
 
 KL_ESTIMATORS = ("auto", "analytic", "monte_carlo")
+_DRAWS_AS_BUILT: dict[type, bool] = {}  # objective class -> whether it draws as Objective does
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -174,6 +175,8 @@ class Objective(nn.Module):
 
     def beta_at(self, step: int) -> float:
         """The beta in use after ``step`` training batches."""
+        if self.kl_schedule == "constant":
+            return self.beta
         return beta_at(step, self.beta, self.kl_schedule, self.warmup_steps, self.cycle_steps, self.cycle_ratio)
 
     @property
@@ -213,9 +216,12 @@ class Objective(nn.Module):
 
     def _draws_as_built(self) -> bool:
         """Whether this objective draws as :class:`Objective` does (no ``draw`` or ``sample_terms`` of its own, which
-        the one-sample path would bypass)."""
+        the one-sample path would bypass). Looked up once per class."""
         cls = type(self)
-        return cls.draw is Objective.draw and cls.sample_terms is Objective.sample_terms
+        found = _DRAWS_AS_BUILT.get(cls)
+        if found is None:
+            found = _DRAWS_AS_BUILT[cls] = cls.draw is Objective.draw and cls.sample_terms is Objective.sample_terms
+        return found
 
     def one_sample_recon(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor],
                          likelihood: Likelihood) -> torch.Tensor:
