@@ -26,6 +26,8 @@ time). Usage (MNIST under VAE_DATA_DIR; without it, made-up MNIST-shaped data of
     VAE_DATA_DIR=../shared/data python benchmarks/step_overhead.py --rounds 7 --markdown /tmp/step_overhead.md
     python benchmarks/step_overhead.py --arms hand,minimal,framework --rounds 3   # the headline ratio alone
     ... --clock cpu   # the main thread's CPU time instead of the wall clock: steadier on a busy machine
+    taskset -c 1 python benchmarks/step_overhead.py --clock cpu ...   # pinned to one core: steadier still (a VM)
+    ... --pieces      # each per-step piece of the framework timed alone inside a running fit, us per call
     ... --count calls # no time: Python function calls per step (or `ops`: PyTorch operators per step),
                       # exact and the same on any machine, however busy
 
@@ -313,7 +315,7 @@ def time_framework(s: Setting, *overrides: str) -> list[float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the checkpoint's monitor without validation, Bernoulli on intensities
         trainer.fit(model, datamodule=dm)
-    return timer.per_step(s.args.chunk)
+    return timer.per_step(s.args.chunk) if isinstance(timer, StepTimer) else []
 
 
 def measure(arm: str, s: Setting) -> list[float]:
@@ -326,6 +328,102 @@ def measure(arm: str, s: Setting) -> list[float]:
     if arm == "bare":
         return time_framework(s, *BARE)
     return time_framework(s, *(PIECES.get(arm) or VARIANTS[arm])[1])
+
+
+class PieceTimer(L.Callback):
+    """``--pieces``: at one training step of a running fit (after its backward, before its update), each of the
+    framework's per-step pieces is called ``reps`` times alone and timed: microseconds per call. A piece's cost
+    is then read directly, not as the difference of two whole steps, which a busy machine blurs by more than
+    the piece. Gradients, generators and the guard's state are put back after each piece."""
+
+    def __init__(self, at: int, reps: int):
+        self.at, self.reps = at, reps
+        self.results: dict[str, float] = {}
+
+    def _time(self, name: str, fn: Callable[[], object], reps: int | None = None) -> None:
+        reps = reps or self.reps
+        for _ in range(max(reps // 20, 10)):
+            fn()
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        self.results[name] = (time.perf_counter() - start) / reps * 1e6
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step != self.at:
+            return
+        from lightning.pytorch.trainer import call
+
+        from vae_lightning.callbacks import ProgressBar, SeedEveryStep
+        from vae_lightning.faults import NonFiniteGuard
+
+        callbacks = {type(c): c for c in trainer.callbacks}
+        guard, seed, bar = callbacks[NonFiniteGuard], callbacks[SeedEveryStep], callbacks[ProgressBar]
+        grads = [p.grad.clone() for p in pl_module.parameters()]
+        rng = torch.get_rng_state()
+        uint8 = self.images[:16]
+        x = (torch.rand(uint8.shape) < uint8.float() / 255).float()
+        dims = [(p.shape[1], p.shape[0]) for p in pl_module.encoder.parameters() if p.dim() == 2]
+        plain = PlainVAE([n_out for _, n_out in dims[:-1]], pl_module.latent_dim)
+
+        def plain_flat():  # the same maths on the same binarised batch, flat, as the minimal module writes it
+            xf = x.flatten(1)
+            loc, logvar = plain.encoder(xf).chunk(2, dim=-1)
+            z = loc + (0.5 * logvar).exp() * torch.randn_like(loc)
+            recon = F.binary_cross_entropy_with_logits(plain.decoder(z), xf, reduction="none").sum(-1)
+            (recon + 0.5 * (loc.pow(2) + logvar.exp() - 1 - logvar).sum(-1)).mean().backward()
+
+        self._time("the module of parts: forward and backward of a K = 1 ELBO step",
+                   lambda: pl_module(x, with_iwae=False, step=self.at).loss.mean().backward())
+        self._time("the same maths written flat (the minimal module's training_step, binarised input)", plain_flat)
+        self._time("the module's per-step bookkeeping (_logs_due)", lambda: pl_module._logs_due(1))
+        dm = trainer.datamodule
+        batch = (uint8, torch.zeros(16, dtype=torch.long))
+        self._time("the DataModule's on_after_batch_transfer (uint8 -> float, dynamic binarisation)",
+                   lambda: dm.on_after_batch_transfer(batch, 0))
+        def in_line():
+            xf = uint8.float() / 255.0
+            return (torch.rand_like(xf) < xf).to(xf.dtype)
+
+        self._time("the same ops in line", in_line)
+        terms = {"recon": torch.zeros(16), "kl": torch.zeros(16), "loss": torch.zeros(())}
+        checked = [*terms.values(), *(p.grad for p in guard._params if p.grad is not None)]
+        found, one, row = torch.zeros(()), torch.ones(()), torch.zeros(())
+        self._time("NonFiniteGuard: its fused check over the terms and gradients, and the flag's copy",
+                   lambda: (torch._amp_foreach_non_finite_check_and_unscale_(checked, found, one), row.copy_(found)))
+        params = [p.detach().clone().requires_grad_() for p in pl_module.parameters()]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        adam, adam_flagged = (torch.optim.Adam(params, lr=1e-3, fused=True) for _ in range(2))
+        adam_flagged.found_inf = torch.zeros(())
+        self._time("fused Adam's step", adam.step)
+        self._time("fused Adam's step with found_inf (the guard's skip: it undoes its step count)", adam_flagged.step)
+        self._time("SeedEveryStep.on_train_batch_end (a lookup and a seeding)",
+                   lambda: seed.on_train_batch_end(trainer, pl_module, None, batch, 3))
+        self._time("ProgressBar.on_train_batch_end (between refreshes)",
+                   lambda: bar.on_train_batch_end(trainer, pl_module, None, batch, 3))
+        every = list(trainer.callbacks)
+        self._time(f"Lightning's dispatch of a hook none implements, over the run's {len(every)} callbacks",
+                   lambda: call._call_callback_hooks(trainer, "on_before_zero_grad", optimizer))
+        trainer.callbacks = [self]
+        self._time("the same over 1 callback", lambda: call._call_callback_hooks(trainer, "on_before_zero_grad", optimizer))
+        trainer.callbacks = every
+        for p, g in zip(pl_module.parameters(), grads):
+            p.grad = g
+        torch.set_rng_state(rng)
+
+
+def time_pieces(s: Setting) -> dict[str, float]:
+    timer = PieceTimer(s.args.warmup, s.args.reps)
+    timer.images = s.train_images()
+    s_timer, s.timer = s.timer, lambda: timer
+    try:
+        time_framework(s, "trainer.log_every_n_steps=1000000000")
+    except RuntimeError:  # (the window's step timer is this one: no step times)
+        pass
+    finally:
+        s.timer = s_timer
+    return timer.results
 
 
 def made_up_mnist(root: Path, train: int = 60_000, test: int = 10_000) -> Path:
@@ -420,6 +518,9 @@ def main() -> None:
                              "machine")
     parser.add_argument("--count", choices=["calls", "ops"],
                         help="count Python calls or PyTorch operators per step instead of timing (one round)")
+    parser.add_argument("--pieces", action="store_true",
+                        help="time each per-step piece of the framework alone, inside a running fit (us per call)")
+    parser.add_argument("--reps", type=int, default=20000, help="calls per piece with --pieces")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown to this file")
     parser.add_argument("--json", type=Path, help="write every chunk's figure as JSON to this file")
     args = parser.parse_args()
@@ -451,6 +552,18 @@ def main() -> None:
             data_dir, data = made_up_mnist(tmp / "data"), "made-up MNIST-shaped data"
         setting = Setting(args, data_dir, tmp / "run")
         results: dict[str, list[list[float]]] = {arm: [] for arm in arms}
+        if args.pieces:
+            rounds = [time_pieces(setting) for _ in range(args.rounds)]
+            lines = [f"Command: `python benchmarks/step_overhead.py --pieces --rounds {args.rounds} --reps {args.reps}`"
+                     f" (tiny model 784-{args.hidden}-{args.latent}, batch {args.batch}, {torch.get_num_threads()} "
+                     f"thread; the median of the rounds, each the mean of {args.reps} calls)", "",
+                     "| piece | us / call |", "|---|---:|"]
+            lines += [f"| {name} | {statistics.median(r[name] for r in rounds):.2f} |" for name in rounds[0]]
+            text = "\n".join(lines) + "\n"
+            print(text)
+            if args.markdown:
+                args.markdown.write_text(text)
+            return
         if args.count:
             for arm in arms:
                 with Counting(args.count) as counter:
