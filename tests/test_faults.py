@@ -295,13 +295,13 @@ def test_an_8bit_likelihood_on_binarised_data_warns(caplog):
         assert not caplog.records
 
 
-def _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, guard, *overrides):
+def _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, guard, *overrides, extra=()):
     dm = MNISTDataModule(data_dir=fake_mnist, val_size=100, batch_size=100)  # 5 steps per epoch
     model = NaNAtStep.from_config(compose_config(*SMALL, *overrides), (1, 28, 28))
     model.bad_step = 7
     ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, callbacks=[ckpt, guard], plugins=[AtomicCheckpointIO()])
+                        default_root_dir=tmp_path, callbacks=[ckpt, guard, *extra], plugins=[AtomicCheckpointIO()])
     with pytest.raises(NonFiniteError) as err:
         trainer.fit(model, dm)
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -312,12 +312,22 @@ def _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, guard, *overrides):
 def test_a_guard_reading_every_n_steps_names_the_faulty_step_skips_its_update_and_saves_nothing_after_it(
         fake_mnist, tmp_path):
     """Read every 10 steps, a NaN at step 7 is reported at step 10 as the fault of step 7; the fused Adam
-    skipped that step's update (the weights stay finite and train on), and the checkpoint at the end of
-    epoch 1 (step 10) is never written: the one of epoch 0 stays the last good one."""
-    message, model = _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, NonFiniteGuard(every_n_steps=10))
+    skipped that step's update and every one after it (the weights stay those before step 7, finite), and
+    the checkpoint at the end of epoch 1 (step 10) is never written: the one of epoch 0 stays the last good one."""
+    before_fault = {}
+
+    class KeepTheWeightsBeforeStep7(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 7:
+                before_fault.update({n: p.detach().clone() for n, p in pl_module.named_parameters()})
+
+    message, model = _fit_with_a_nan_at_step_7(tmp_path, fake_mnist, NonFiniteGuard(every_n_steps=10),
+                                               extra=[KeepTheWeightsBeforeStep7()])
     assert "the loss is not finite at step 7 (epoch 1): the recon term (recon=nan" in message
     assert "Found at step 10" in message and "the updates from step 7 on were skipped" in message
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the faulty update never landed
+    for name, p in model.named_parameters():  # nor any after it: the weights are those before step 7
+        torch.testing.assert_close(p.detach(), before_fault[name], rtol=0, atol=0, msg=name)
     assert not hasattr(model.trainer.optimizers[0], "found_inf")  # the optimiser is given back as it was
 
 
