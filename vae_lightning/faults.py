@@ -233,7 +233,7 @@ class NonFiniteGuard(QuietCallback):
         means = [t.detach().float().mean() for t in terms.values()]
         if not means and not grads:
             return
-        values = torch.stack([*means, *(n.to(means[0].device) if means else n for n in norms)]).tolist()
+        values = torch.stack([*means, *norms]).tolist()  # (one device: the terms' and the gradients')
         self._report(trainer, where, dict(zip(terms, values[:len(means)])))
         for (name, _), norm in zip(grads, values[len(means):]):
             if not math.isfinite(norm):

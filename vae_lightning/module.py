@@ -21,6 +21,15 @@ from .priors import Prior
 from .steps import planned_batches
 
 
+def _as_logged(values: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Values as ``self.log`` stores them: each in Lightning's dtype (the default float dtype, at least float32),
+    a Python number as a tensor of it."""
+    dtype = torch.get_default_dtype()
+    dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    return {name: value.to(dtype) if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
+            for name, value in values.items()}
+
+
 class VAE(L.LightningModule):
     """A variational autoencoder composed of parts (each its own module, see the README's Architecture):
 
@@ -107,8 +116,6 @@ class VAE(L.LightningModule):
         self.train_progress: dict[str, float] = {}
         #: A logged step's values until its end: (values, whether the loggers record the step; None: self.log took them)
         self._pending_train_logs: tuple[dict[str, Any], bool | None] | None = None
-        self._epoch_train_logs: dict[str, torch.Tensor] = {}  # the epoch's latest logged values, on the host
-        self._recorded = False  # the loggers record the current training step
 
     @property
     def latent_dim(self) -> int:
@@ -213,9 +220,10 @@ class VAE(L.LightningModule):
     # -- training and evaluation ----------------------------------------------------------
     # Logging is Lightning's Python bookkeeping: compile=true runs it as it is (it does not trace).
     @torch.compiler.disable
-    def _log_train(self, terms: Terms, batch_size: int, own: Mapping[str, torch.Tensor] | None = None) -> None:
+    def _log_train(self, terms: Terms, batch_size: int, recorded: bool,
+                   own: Mapping[str, torch.Tensor] | None = None) -> None:
         """A point per logged step: the step's batch means, beta, L_K, and what the objective's own update
-        reports (``own``).
+        reports (``own``); ``recorded``: the loggers record this step (else it is the epoch's last, for the bar).
 
         The values go to the loggers the way Lightning's own callbacks (LearningRateMonitor) send theirs: one
         read of all of them (a single host-device sync) after the step's update is queued
@@ -231,23 +239,20 @@ class VAE(L.LightningModule):
             values["iwae"] = terms.iwae.detach().mean()
         values.update({name: value.detach().mean() for name, value in terms.extras.items()})
         values.update(own or {})
-        self._last_train_logs = {"values": values, "batch_size": batch_size}
         log_metrics = self._lightning_log_metrics()
         if log_metrics is None:  # no trainer, or a Lightning without the connector: Lightning's self.log
             for name, value in values.items():
                 self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
+            self._last_train_logs = {"values": values, "batch_size": batch_size}
             self._pending_train_logs = (values, None)
             return
         trainer = self._trainer
-        # As self.log stores them: each value in Lightning's dtype (the default float dtype, at least float32; a
-        # Python number as a tensor of it), in the dictionaries Lightning's properties return and update.
-        dtype = torch.get_default_dtype()
-        dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-        metrics = {name: value.to(dtype) if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
-                   for name, value in values.items()}
+        metrics = _as_logged(values)  # in the dictionaries Lightning's properties return and update
         trainer.callback_metrics.update({f"train/{name}": value for name, value in metrics.items()})
         trainer.logged_metrics.update({f"train/{name}": value for name, value in metrics.items()})
-        self._pending_train_logs = (metrics, self._recorded)
+        # (also the epoch's latest values: what a short epoch logs at its end, and a stop step writes again)
+        self._last_train_logs = {"values": values, "batch_size": batch_size}
+        self._pending_train_logs = (metrics, recorded)
 
     def _lightning_log_metrics(self) -> Callable[[dict[str, Any]], None] | None:
         """Lightning's own writer to every logger (what ``self.log``'s values end in, with the step and epoch),
@@ -267,10 +272,9 @@ class VAE(L.LightningModule):
             return  # (gradients accumulate: the values of the batch that ends the accumulation are logged)
         self.__dict__["_pending_train_logs"] = None
         if pending is None:
-            if trainer.should_stop and self._epoch_train_logs:
-                log_metrics = self._lightning_log_metrics()
-                if log_metrics is not None:
-                    log_metrics(dict(self._epoch_train_logs))
+            last, log_metrics = self._last_train_logs, self._lightning_log_metrics()
+            if trainer.should_stop and last is not None and log_metrics is not None:
+                log_metrics({f"train/{name}": value for name, value in _as_logged(last["values"]).items()})
             return
         values, recorded = pending
         if recorded is None:  # logged through self.log (no connector): the bar's value only
@@ -281,14 +285,10 @@ class VAE(L.LightningModule):
         if on_device:  # one sync for all of them
             host.update(zip(on_device, torch.stack(list(on_device.values())).cpu().unbind()))
         self.train_progress = {"train/elbo": host["elbo"].item()}
-        self._epoch_train_logs = {f"train/{name}": value for name, value in host.items()}
         if recorded or trainer.should_stop:
             log_metrics = self._lightning_log_metrics()
             if log_metrics is not None:  # (CPU tensors: Lightning's .item() on each reads no device)
-                log_metrics(dict(self._epoch_train_logs))
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_train_logs = {}  # (Lightning forgets the epoch's step values when it ends)
+                log_metrics({f"train/{name}": value for name, value in host.items()})
 
     @torch.compiler.disable
     def _log_evaluation(self, split: str, terms: Terms) -> None:
@@ -305,10 +305,10 @@ class VAE(L.LightningModule):
             self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "elbo",
                      metric_attribute=f"epoch_means.{key}")
 
-    def _train_logs_due(self, batch_idx: int) -> tuple[bool, int]:
-        """Whether the loggers record this step (every ``trainer.log_every_n_steps`` training batches, as
-        Lightning's loggers count them), or it is the epoch's last batch, which the progress bar shows; and
-        the training batches seen so far (:attr:`batches_seen`, what the beta schedule reads). The other
+    def _train_logs_due(self, batch_idx: int) -> tuple[bool, bool, int]:
+        """Whether this step logs: the loggers record it (every ``trainer.log_every_n_steps`` training batches,
+        as Lightning's loggers count them), or it is the epoch's last batch, which the progress bar shows;
+        whether the loggers record it; and the training batches seen so far (:attr:`batches_seen`, what the beta schedule reads). The other
         steps log nothing.
 
         Outside any compiled graph (see :meth:`_logs_due`) (compile=true compiles ``training_step``): the step changes from batch to
@@ -317,20 +317,18 @@ class VAE(L.LightningModule):
         trainer = self._trainer
         step = self.batches_seen
         if trainer is None:
-            self.__dict__["_recorded"] = False
-            return True, step
+            return True, False, step
         every = trainer.log_every_n_steps
         recorded = every > 0 and (step + 1) % every == 0
-        self.__dict__["_recorded"] = recorded  # (per step: not through nn.Module's __setattr__, ~1.5 us)
         if recorded:
             self._train_logged_epoch = self.current_epoch
-        return recorded or batch_idx + 1 >= trainer.num_training_batches, step
+        return recorded or batch_idx + 1 >= trainer.num_training_batches, recorded, step
 
     # Called from a compiled step, the same outside any graph (a graph break); called eagerly, without the ~2 us of
     # the wrapper that keeps the compiler out.
     _train_logs_due_uncompiled = torch.compiler.disable(_train_logs_due)
 
-    def _logs_due(self, batch_idx: int) -> tuple[bool, int]:
+    def _logs_due(self, batch_idx: int) -> tuple[bool, bool, int]:
         if torch.compiler.is_compiling():
             return self._train_logs_due_uncompiled(batch_idx)
         return self._train_logs_due(batch_idx)
@@ -339,7 +337,7 @@ class VAE(L.LightningModule):
         if not self.automatic_optimization:
             return self._train_with_own_optimizer(batch[0], batch_idx)
         x = batch[0]
-        log_now, step = self._logs_due(batch_idx)
+        log_now, recorded, step = self._logs_due(batch_idx)
         # L_K needs log q and log p of every sample: only on the steps that log it (or train on it).
         terms = self(x, with_iwae=self.objective.reports_iwae and log_now, step=step)
         loss = terms.loss.mean()
@@ -347,7 +345,7 @@ class VAE(L.LightningModule):
         # means only where they are logged). (A plain attribute, set without nn.Module's __setattr__: ~1.5 us.)
         self.__dict__["train_terms"] = {"recon": terms.recon.detach(), "kl": terms.kl.detach(), "loss": loss.detach()}
         if log_now:
-            self._log_train(terms, x.shape[0])
+            self._log_train(terms, x.shape[0], recorded)
         return loss
 
     def _train_with_own_optimizer(self, x: torch.Tensor, batch_idx: int) -> None:
@@ -359,7 +357,7 @@ class VAE(L.LightningModule):
         runs before the VAE's step (it sees every gradient then) and clipping (VAE's parameters only) in
         :meth:`on_before_optimizer_step`; the LR schedule is stepped here, at its interval.
         """
-        log_now, step = self._logs_due(batch_idx)
+        log_now, recorded, step = self._logs_due(batch_idx)
         vae_optimizer, own_optimizer = self.optimizers()
         terms, own_loss, own_logs = self._two_losses(x, with_iwae=self.objective.reports_iwae and log_now, step=step)
         loss = terms.loss.mean()
@@ -372,7 +370,7 @@ class VAE(L.LightningModule):
         own_optimizer.step()
         self._step_lr_schedulers(batch_idx)
         if log_now:
-            self._log_train(terms, x.shape[0], {k: v.detach() for k, v in own_logs.items()})
+            self._log_train(terms, x.shape[0], recorded, {k: v.detach() for k, v in own_logs.items()})
         return None
 
     def _two_losses(self, x: torch.Tensor, with_iwae: bool,

@@ -30,7 +30,6 @@ from ..likelihoods import Likelihood
 from ..schedules import KL_SCHEDULES, beta_at
 
 KL_ESTIMATORS = ("auto", "analytic", "monte_carlo")
-_DRAWS_AS_BUILT: dict[type, bool] = {}  # objective class -> whether it draws as Objective does
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -204,7 +203,7 @@ class Objective(nn.Module):
         Carlo, as ``kl_estimator`` says) and kl_per_dim [B, D] or None. The ELBO is then
         ``recon = -log_px_z.mean(0)``, ``elbo = -(recon + kl)``, and L_K ``iwae_bound(log_px_z + log_ratio)``.
         """
-        if self.num_samples == 1 and not need_log_ratio and self._draws_as_built() and self.analytic(q, prior):
+        if self.one_sample(q, prior, need_log_ratio):
             # one sample, drawn and decoded without the sample axis ([B, D]), which log p(x|z) gets back
             z, log_ratio = q.rsample_one(), None
             log_px_z = likelihood.log_prob(x, full_precision(decode(z)), x.dim() - 1)[None]  # [1, B]
@@ -214,14 +213,19 @@ class Objective(nn.Module):
         kl, kl_per_dim = self.kl_terms(q, prior, log_ratio)
         return log_px_z, log_ratio, kl, kl_per_dim
 
-    def _draws_as_built(self) -> bool:
-        """Whether this objective draws as :class:`Objective` does (no ``draw`` or ``sample_terms`` of its own, which
-        the one-sample path would bypass). Looked up once per class."""
-        cls = type(self)
-        found = _DRAWS_AS_BUILT.get(cls)
-        if found is None:
-            found = _DRAWS_AS_BUILT[cls] = cls.draw is Objective.draw and cls.sample_terms is Objective.sample_terms
-        return found
+    def one_sample(self, q, prior, need_log_ratio: bool) -> bool:
+        """Whether this step draws one sample without the sample axis: K = 1, a closed-form KL, no log-density
+        needed, and an objective that draws as :class:`Objective` does (a ``draw`` or ``sample_terms`` of its own
+        would be bypassed)."""
+        return (self.num_samples == 1 and not need_log_ratio and type(self)._draws_as_built
+                and self.analytic(q, prior))
+
+    #: Whether the class keeps Objective's ``draw`` and ``sample_terms`` (set for each subclass).
+    _draws_as_built = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._draws_as_built = cls.draw is Objective.draw and cls.sample_terms is Objective.sample_terms
 
     def one_sample_recon(self, x: torch.Tensor, q, decode: Callable[[torch.Tensor], torch.Tensor],
                          likelihood: Likelihood) -> torch.Tensor:

@@ -43,7 +43,7 @@ class ELBO(Objective):
 
     def forward(self, x, q, decode, prior, likelihood, step: int = 0, with_iwae: bool = False) -> Terms:
         beta = self.beta_at(step)
-        if self.num_samples == 1 and not with_iwae and self._draws_as_built() and self.analytic(q, prior):
+        if self.one_sample(q, prior, with_iwae):
             # K = 1 with a closed-form KL, the default: -log p(x|z) of one sample, no sample axis (the fast path)
             recon, iwae = self.one_sample_recon(x, q, decode, likelihood), None  # [B]
             kl, kl_per_dim = self.kl_terms(q, prior, None)
